@@ -1,0 +1,24 @@
+"""Command line: ``python -m kpref verify [--quick]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="kpref", description="kpref: the exact K-P flow reference")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_verify = sub.add_parser("verify", help="the oracle checks itself on every cell and prints a table")
+    p_verify.add_argument("--quick", action="store_true", help="fewer sizes and draws (under a minute)")
+    p_verify.add_argument("--seed", type=int, default=0, help="seed of the random problems (default 0)")
+    args = parser.parse_args(argv)
+    if args.command == "verify":
+        from ._verify import run_verify
+
+        return run_verify(quick=args.quick, seed=args.seed)
+    return 2  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Input checking shared by every public entry point (SPEC §7).
+
+Every public function of kpref converts its array arguments with
+:func:`as_real_array`, which
+
+* converts real floating input (float16/32/64, longdouble) to C-contiguous
+  float64;
+* refuses boolean, integer, complex, object and string data with a
+  ``TypeError`` naming the argument;
+* refuses NaN and inf with a ``ValueError`` naming the argument and the first
+  offending index;
+* checks the rank and every fixed dimension, and never broadcasts, truncates
+  or reshapes.
+
+Messages follow one pattern: ``<argument>: expected <what>, got <what>``.
+"""
+
+from __future__ import annotations
+
+import numbers
+import operator
+
+import numpy as np
+
+__all__ = [
+    "as_real_array",
+    "as_real_or_complex_array",
+    "check_positive_int",
+    "check_positive_float",
+    "check_choice",
+    "check_memory",
+    "as_generator",
+    "DEFAULT_MEMORY_LIMIT",
+]
+
+#: Default limit, in bytes, for any dense materialization (callers may raise it).
+DEFAULT_MEMORY_LIMIT = 2 * 1024**3
+
+
+def _shape_text(shape):
+    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+
+
+def _check_shape(name, arr, shape, dims):
+    if shape is None:
+        return
+    if arr.ndim != len(shape):
+        labels = dims or tuple("?" for _ in shape)
+        expected = "(" + ", ".join(
+            f"{lab}={s}" if s is not None else str(lab) for lab, s in zip(labels, shape)
+        ) + ")"
+        raise ValueError(
+            f"{name}: expected a {len(shape)}-D array of shape {expected}, "
+            f"got a {arr.ndim}-D array of shape {arr.shape}"
+        )
+    for axis, (want, got) in enumerate(zip(shape, arr.shape)):
+        if want is not None and want != got:
+            label = dims[axis] if dims else f"axis {axis}"
+            raise ValueError(
+                f"{name}: expected shape {_shape_text(shape)}"
+                + (f" with {label}={want}" if dims else "")
+                + f", got shape {arr.shape} ({label}={got})"
+            )
+
+
+def _check_finite(name, arr):
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = np.argwhere(~finite)[0]
+        where = tuple(int(i) for i in bad)
+        raise ValueError(
+            f"{name}: expected finite values, got {arr[where]!r} at index {where} "
+            f"({int((~finite).sum())} non-finite entries in all)"
+        )
+
+
+def _dtype_of(name, a):
+    if hasattr(a, "dtype") and not isinstance(a, np.ndarray):
+        # torch tensors and other array-likes: go through NumPy without copying twice
+        a = np.asarray(a)
+    arr = np.asarray(a)
+    if arr.dtype == object:
+        raise TypeError(f"{name}: expected a real floating array, got an object array")
+    return arr
+
+
+def as_real_array(name, a, shape=None, dims=None, *, allow_empty=False):
+    """Return ``a`` as a finite, C-contiguous float64 array.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, used in every message.
+    a : array_like
+        Real floating data. Booleans, integers, complex numbers, objects and
+        strings are refused: an integer array is almost always a mistake
+        (e.g. a token index passed as an input), and a silent cast hides it.
+    shape : tuple of int or None, optional
+        Expected shape; ``None`` entries are free. The rank must match exactly.
+    dims : tuple of str, optional
+        Names of the axes (e.g. ``("B", "T", "N")``) for the messages.
+    """
+    arr = _dtype_of(name, a)
+    kind = arr.dtype.kind
+    if kind == "c":
+        raise TypeError(
+            f"{name}: expected a real floating array, got complex dtype {arr.dtype} "
+            "(complex input is accepted only by documented complex-step entry points)"
+        )
+    if kind in "biu":
+        raise TypeError(
+            f"{name}: expected a real floating array, got dtype {arr.dtype}; "
+            "convert explicitly with .astype(float) if the integers are meant as values"
+        )
+    if kind != "f":
+        raise TypeError(f"{name}: expected a real floating array, got dtype {arr.dtype}")
+    _check_shape(name, arr, shape, dims)
+    if arr.size == 0 and not allow_empty:
+        raise ValueError(f"{name}: expected a non-empty array, got shape {arr.shape}")
+    out = np.ascontiguousarray(arr, dtype=np.float64)
+    _check_finite(name, out)
+    return out
+
+
+def as_real_or_complex_array(name, a, shape=None, dims=None):
+    """Like :func:`as_real_array` but also accepts complex data (complex-step use).
+
+    Real input becomes float64, complex input complex128.
+    """
+    arr = _dtype_of(name, a)
+    if arr.dtype.kind == "c":
+        _check_shape(name, arr, shape, dims)
+        out = np.ascontiguousarray(arr, dtype=np.complex128)
+        _check_finite(name, out)
+        return out
+    return as_real_array(name, arr, shape, dims)
+
+
+def check_positive_int(name, value, *, minimum=1):
+    """Return ``value`` as an int, refusing bools, floats and values below ``minimum``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer >= {minimum}, got {value!r} ({type(value).__name__})")
+    value = operator.index(value)
+    if value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+    return value
+
+
+def check_positive_float(name, value, *, upper=None, upper_inclusive=True):
+    """Return ``value`` as a finite float > 0 (and <= or < ``upper`` if given)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a positive real number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not np.isfinite(value) or value <= 0.0:
+        raise ValueError(f"{name}: expected a finite number > 0, got {value}")
+    if upper is not None:
+        if (value > upper) if upper_inclusive else (value >= upper):
+            interval = f"(0, {upper}]" if upper_inclusive else f"(0, {upper})"
+            raise ValueError(f"{name}: expected a number in {interval}, got {value}")
+    return value
+
+
+def check_choice(name, value, choices):
+    """Return ``value`` if it is one of ``choices``; otherwise a ValueError listing them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_memory(what, nbytes, limit):
+    """Refuse a dense allocation of ``nbytes`` above ``limit`` bytes, with the figures."""
+    limit = DEFAULT_MEMORY_LIMIT if limit is None else limit
+    if nbytes > limit:
+        raise MemoryError(
+            f"{what}: a dense materialization needs {nbytes / 1024**2:.1f} MiB, above the limit of "
+            f"{limit / 1024**2:.1f} MiB; pass a larger memory_limit (in bytes) to allow it, "
+            "or use the matrix-free operator"
+        )
+
+
+def as_generator(rng, name="rng"):
+    """Return a ``numpy.random.Generator`` from ``None``, an int seed or a Generator.
+
+    ``None`` draws fresh OS entropy (non-reproducible, as NumPy documents);
+    the legacy ``RandomState`` and global seeding are not accepted.
+    """
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None:
+        return np.random.default_rng()
+    if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, numbers.Integral):
+        raise TypeError(
+            f"{name}: expected None, an integer seed or a numpy.random.Generator, got {type(rng).__name__}"
+        )
+    if rng < 0:
+        raise ValueError(f"{name}: expected a non-negative integer seed, got {rng}")
+    return np.random.default_rng(int(rng))
