@@ -3,12 +3,19 @@
 Public surface (implementation lives in private ``_*.py`` modules):
 
 * cells: :class:`Elman`, :class:`GRU`, :class:`LeakyRNN`, :class:`Linear`;
-* trajectories: :func:`simulate`.
+* trajectories: :func:`simulate`;
+* operators: :func:`linearize` → :class:`Linearization` (``P``, ``P_inv``, ``J_theta``,
+  ``K``, ``NTK``, ``grad``), :func:`mse_loss`, :func:`todense`.
 """
 
 from ._cell import Cell, StepPoint
 from ._elman import Elman
 from ._simulate import simulate
+from ._linearization import Linearization, Loss, linearize, mse_loss
+from ._operators import todense
 
-__all__ = ["Cell", "StepPoint", "Elman", "simulate"]
+__all__ = [
+    "Cell", "StepPoint", "Elman", "simulate",
+    "Linearization", "Loss", "linearize", "mse_loss", "todense",
+]
 __version__ = "0.1.0"
