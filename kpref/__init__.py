@@ -13,6 +13,7 @@ from ._elman import Elman
 from ._simulate import simulate
 from ._linearization import Linearization, Loss, linearize, mse_loss
 from ._operators import todense
+from . import tasks
 
 __all__ = [
     "Cell", "StepPoint", "Elman", "simulate",
