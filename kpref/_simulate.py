@@ -30,7 +30,9 @@ def check_problem(cell, theta, x, h0=None):
 def _run(cell, theta, x, h0):
     """Unchecked forward sweep: z[:, t] = F(z[:, t-1], x[:, t])."""
     B, T, _ = x.shape
-    z = np.empty((B, T, cell.state_size), dtype=np.result_type(theta, x, h0))
+    dtype = np.result_type(theta, x, h0)  # complex128 only in complex-step use
+    theta, x, h0 = (np.asarray(a, dtype=dtype) for a in (theta, x, h0))
+    z = np.empty((B, T, cell.state_size), dtype=dtype)
     h = h0
     for t in range(T):
         h = cell._step(theta, h, np.ascontiguousarray(x[:, t]))

@@ -1,0 +1,211 @@
+"""The K-P operators of SPEC §3 and the gradient of SPEC §4, on random problems."""
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import kpref
+import kpref.strategies as kst
+from kpref.testing import complex_step, dottest, taylor_test
+from kpref._simulate import _run
+
+STRATEGIES = ["matrix_free", "materialized"]
+
+
+def _lin(problem, strategy="matrix_free"):
+    cell, theta, x, h0 = problem
+    return kpref.linearize(cell, theta, x, h0, strategy=strategy)
+
+
+@given(kst.problems(), st.sampled_from(STRATEGIES), st.integers(0, 2**31))
+def test_dot_tests_of_every_pair(problem, strategy, seed):
+    lin = _lin(problem, strategy)
+    for op in (lin.P, lin.P_inv, lin.J_theta, lin.K, lin.NTK):
+        dottest(op, rng=seed, n_pairs=3, rtol=1e-13)
+
+
+@given(kst.problems(), st.sampled_from(STRATEGIES), st.integers(0, 2**31))
+def test_P_inv_inverts_P(problem, strategy, seed):
+    lin = _lin(problem, strategy)
+    Q = np.random.default_rng(seed).standard_normal((lin.size, 2))
+    PQ = lin.P.matmat(Q)
+    assert np.allclose(lin.P_inv.matmat(PQ), Q, rtol=1e-12, atol=1e-12 * (1 + np.abs(PQ).max()))
+    assert np.allclose(lin.P.H.matmat(lin.P_inv.H.matmat(Q)), Q, rtol=1e-12,
+                       atol=1e-12 * (1 + np.abs(lin.P.H.matmat(Q)).max()))
+
+
+@given(kst.problems(max_batch=2, max_time=4, max_hidden=4))
+def test_K_and_NTK_dense_identities(problem):
+    lin = _lin(problem)
+    P, J = kpref.todense(lin.P), kpref.todense(lin.J_theta)
+    K, NTK = kpref.todense(lin.K), kpref.todense(lin.NTK)
+    scale = max(np.abs(J @ J.T).max(), 1e-300)
+    assert np.abs(K - K.T).max() <= 1e-14 * scale
+    assert np.linalg.eigvalsh(K).min() >= -1e-12 * np.linalg.norm(K, 2)
+    assert np.abs(K - J @ J.T).max() <= 1e-13 * scale
+    PJ = P @ J
+    assert np.abs(NTK - PJ @ PJ.T).max() <= 1e-12 * max(np.abs(PJ @ PJ.T).max(), 1e-300)
+    assert np.abs(kpref.todense(lin.P.H) - P.T).max() <= 1e-14 * np.abs(P).max()
+
+
+@given(kst.problems(), st.sampled_from(STRATEGIES), st.integers(1, 4), st.integers(0, 2**31))
+def test_matmat_equals_columnwise_matvec(problem, strategy, k, seed):
+    lin = _lin(problem, strategy)
+    rng = np.random.default_rng(seed)
+    for op in (lin.P, lin.P.H, lin.P_inv, lin.K, lin.NTK, lin.J_theta, lin.J_theta.H):
+        X = rng.standard_normal((op.shape[1], k))
+        cols = np.column_stack([op.matvec(X[:, j]) for j in range(k)])
+        assert np.allclose(op.matmat(X), cols, rtol=1e-13, atol=1e-13 * (1 + np.abs(cols).max()))
+
+
+@given(kst.problems(), st.integers(0, 2**31))
+def test_strategies_agree(problem, seed):
+    a, b = _lin(problem, "matrix_free"), _lin(problem, "materialized")
+    X = np.random.default_rng(seed).standard_normal((a.size, 2))
+    for name in ("P", "P_inv", "NTK"):
+        u, w = getattr(a, name).matmat(X), getattr(b, name).matmat(X)
+        assert np.allclose(u, w, rtol=1e-12, atol=1e-12 * (1 + np.abs(u).max()))
+    assert np.allclose(a.P.H.matmat(X), b.P.H.matmat(X), rtol=1e-12, atol=1e-12 * (1 + np.abs(X).max()))
+
+
+@given(kst.problems(), st.integers(0, 2**31))
+def test_total_sensitivity_is_P_J(problem, seed):
+    """dz/dθ δθ = P J_θ δθ, against the complex step (or Richardson for ReLU) of the whole trajectory."""
+    cell, theta, x, h0 = problem
+    lin = _lin(problem)
+    d = np.random.default_rng(seed).standard_normal(cell.num_params)
+    pred = lin.P.matvec(lin.J_theta.matvec(d)).reshape(lin.shape)
+    if cell.__class__.__name__ == "Elman" and cell.nonlinearity == "relu":
+        from kpref.testing import richardson
+        est, err = richardson(lambda th: kpref.simulate(cell, th, x, h0), theta, d, h=1e-5)
+        assert np.allclose(pred, est, rtol=1e-6, atol=1e-6 * (1 + np.abs(est).max()))
+        return
+    cs = complex_step(lambda th: _run(cell, th.astype(complex), x.astype(complex), h0.astype(complex)), theta, d)
+    assert np.linalg.norm(pred - cs) <= 1e-12 * max(np.linalg.norm(cs), 1e-300) + 1e-300
+
+
+def _loss_problem(problem, seed):
+    cell, theta, x, h0 = problem
+    rng = np.random.default_rng(seed)
+    O = 2
+    w_out = rng.standard_normal((O, cell.output_size))
+    b_out = rng.standard_normal(O)
+    target = rng.standard_normal((x.shape[0], x.shape[1], O))
+    return w_out, b_out, target
+
+
+@given(kst.problems(names=[n for n in kst.cell_names() if n != "elman_relu"]), st.integers(0, 2**31))
+def test_gradient_against_complex_step_and_taylor(problem, seed):
+    cell, theta, x, h0 = problem
+    w_out, b_out, target = _loss_problem(problem, seed)
+    lin = _lin(problem)
+    loss = kpref.mse_loss(lin.z, target, w_out, b_out, cell=cell)
+    g = lin.grad(loss.e)
+    R = cell.output_size
+
+    def L(th):
+        z = _run(cell, th.astype(np.result_type(th, float)), x, h0)[:, :, :R]
+        r = z @ w_out.T + b_out - target
+        return np.sum(r * r) / r.size
+
+    d = np.random.default_rng(seed + 1).standard_normal(cell.num_params)
+    cs = complex_step(lambda th: L(th.astype(complex)), theta, d)
+    assert abs(g @ d - cs) <= 1e-12 * max(abs(cs), np.linalg.norm(g) * np.linalg.norm(d) * 1e-3, 1e-300)
+    assert abs(L(theta) - loss.value) <= 1e-14 * max(1.0, loss.value)
+    if np.linalg.norm(g) > 1e-8:
+        taylor_test(lambda th: np.array([L(th)]), theta, d, np.array([g @ d]))
+
+
+@given(kst.problems(names=[n for n in kst.cell_names() if n != "elman_relu"]), st.integers(0, 2**31))
+def test_gradient_against_central_differences(problem, seed):
+    cell, theta, x, h0 = problem
+    w_out, b_out, target = _loss_problem(problem, seed)
+    lin = _lin(problem)
+    g = lin.grad(kpref.mse_loss(lin.z, target, w_out, b_out, cell=cell, reduction="sum").e)
+    L = lambda th: kpref.mse_loss(kpref.simulate(cell, th, x, h0), target, w_out, b_out, cell=cell,
+                                  reduction="sum").value
+    d = np.random.default_rng(seed).standard_normal(cell.num_params)
+    h = 1e-6
+    fd = (L(theta + h * d) - L(theta - h * d)) / (2 * h)
+    assert abs(fd - g @ d) <= 1e-6 * max(1.0, abs(fd))
+
+
+@given(kst.problems(names=[n for n in kst.cell_names() if n not in ("elman_relu", "linear")],
+                    max_batch=2, max_time=5), st.integers(0, 2**31))
+def test_gradient_flow_identity(problem, seed):
+    """One GD step θ − η∇L moves z by −η NTK e + O(η²): the remainder falls at rate 2."""
+    cell, theta, x, h0 = problem
+    w_out, b_out, target = _loss_problem(problem, seed)
+    lin = _lin(problem)
+    e = kpref.mse_loss(lin.z, target, w_out, b_out, cell=cell).e
+    g = lin.grad(e)
+    if np.linalg.norm(g) < 1e-6:
+        return
+    pred = -lin.NTK.matvec(e.ravel())
+    assert np.allclose(pred, -lin.P.matvec(lin.J_theta.matvec(g)), rtol=1e-12, atol=1e-14)
+    z0 = lin.z.ravel()
+    f = lambda eta: kpref.simulate(cell, theta - eta[0] * g, x, h0).ravel() - z0
+    taylor_test(f, np.zeros(1), np.ones(1), pred, h0=0.5 / np.linalg.norm(g))
+
+
+def test_a_wrong_adjoint_sweep_is_caught():
+    """An off-by-one time index in P* (A_t instead of A_{t+1}) fails the dot test."""
+    cell = kpref.Elman(2, 3)
+    theta = cell.init_params(rng=0, g=1.5)
+    x = np.random.default_rng(1).standard_normal((2, 6, 2))
+    lin = kpref.linearize(cell, theta, x, strategy="materialized")
+
+    def wrong_backward(W):
+        L = np.empty_like(W)
+        T = W.shape[1]
+        L[:, T - 1] = W[:, T - 1]
+        for t in range(T - 2, -1, -1):
+            L[:, t] = W[:, t] + lin._At_step(t, L[:, t + 1])  # should be t + 1
+        return L
+
+    wrong = kpref._operators.NamedOperator(
+        "P_wrong", lin.P.shape, lin._P_matmat, lambda X: lin._to_flat(wrong_backward(lin._to_internal(X))), "P_wrong*")
+    with pytest.raises(AssertionError, match="dottest"):
+        dottest(wrong, rng=0)
+
+
+def test_mse_loss_matches_definition_and_mask():
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((2, 3, 4))
+    w, b, tgt = rng.standard_normal((2, 4)), rng.standard_normal(2), rng.standard_normal((2, 3, 2))
+    mask = (rng.random((2, 3)) > 0.4).astype(float)
+    out = kpref.mse_loss(z, tgt, w, b, mask=mask, reduction="mean")
+    y = z @ w.T + b
+    assert np.isclose(out.value, np.sum(mask[..., None] * (y - tgt) ** 2) / y.size, rtol=1e-15)
+    s = kpref.mse_loss(z, tgt, w, b, mask=mask[..., None].repeat(2, 2), reduction="sum")
+    assert np.isclose(s.value, out.value * y.size, rtol=1e-14)
+    # gradients by complex step
+    d = rng.standard_normal(z.shape)
+    f = lambda zz: np.sum(mask[..., None] * (zz @ w.T + b - tgt) ** 2) / y.size
+    cs = np.imag(f(z + 1e-30j * d)) / 1e-30
+    assert np.isclose(np.sum(out.e * d), cs, rtol=1e-13)
+
+
+def test_linearize_bad_input():
+    cell = kpref.Elman(2, 3)
+    theta = cell.init_params(rng=0)
+    x = np.zeros((2, 4, 2))
+    lin = kpref.linearize(cell, theta, x)
+    with pytest.raises(ValueError, match=r"e: expected .*shape \(2, 4, 3\)"):
+        lin.grad(np.zeros((2, 4, 4)))
+    with pytest.raises(ValueError, match=r"P.matvec: expected a vector of length 24"):
+        lin.P.matvec(np.zeros(23))
+    with pytest.raises(ValueError, match=r"J_theta.rmatvec: expected a vector of length 24"):
+        lin.J_theta.rmatvec(np.zeros(cell.num_params))
+    with pytest.raises(TypeError, match="complex"):
+        lin.K.matvec(np.zeros(24, dtype=complex))
+    with pytest.raises(ValueError, match="finite"):
+        lin.NTK.matvec(np.full(24, np.nan))
+    with pytest.raises(MemoryError, match=r"needs .* MiB, above the limit"):
+        kpref.todense(lin.K, memory_limit=100)
+    with pytest.raises(ValueError, match="strategy"):
+        kpref.linearize(cell, theta, x, strategy="dense")
+    with pytest.raises(ValueError, match="adjoint: 'continuous' needs an ODE cell"):
+        kpref.linearize(cell, theta, x, adjoint="continuous")
+    with pytest.raises(ValueError, match="t: expected an integer step index"):
+        lin.apply_A(4, np.zeros((1, 2, 3)))
