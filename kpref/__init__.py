@@ -14,9 +14,11 @@ from ._simulate import simulate
 from ._linearization import Linearization, Loss, linearize, mse_loss
 from ._operators import todense
 from . import tasks
+from ._train import Checkpoint, Readout, TrainResult, init_readout, load_checkpoint, loss_and_gradient, train
 
 __all__ = [
     "Cell", "StepPoint", "Elman", "simulate",
     "Linearization", "Loss", "linearize", "mse_loss", "todense",
+    "tasks", "Checkpoint", "Readout", "TrainResult", "init_readout", "load_checkpoint", "loss_and_gradient", "train",
 ]
 __version__ = "0.1.0"
