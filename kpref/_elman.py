@@ -30,6 +30,10 @@ Parameter adjoint (``Gᵀ w`` summed over rows, with ``g = d ⊙ w``)::
     δW_ih = Σ_m g_m x_mᵀ,   δW_hh = Σ_m g_m h_mᵀ,   δb_ih = δb_hh = Σ_m g_m
 
 Dense Jacobian: ``A = diag(d) W_hh``.
+
+Weight sites (K's Kronecker form, SPEC §3): ``(W_ih, b_ih)`` reads ``[x, 1]``
+and ``(W_hh, b_hh)`` reads ``[h, 1]``; both feed the pre-activation ``a``, so
+``D = ∂F/∂a = diag(d)`` for both.
 """
 
 from __future__ import annotations
@@ -197,6 +201,17 @@ class Elman(Cell):
             blocks["bias_ih"] = db
             blocks["bias_hh"] = db
         return self._pack_block(blocks, k)
+
+    def _sites(self, pt):
+        """Weight sites ``(names, activity, D)`` of K's Kronecker form (see the module notes)."""
+        M, H = pt.h.shape
+        D = np.zeros((M, H, H))
+        D[:, np.arange(H), np.arange(H)] = pt.cache[0]
+        ones = np.ones((M, 1))
+        if self.bias:
+            return [(("weight_ih", "bias_ih"), np.hstack([pt.x, ones]), D),
+                    (("weight_hh", "bias_hh"), np.hstack([pt.h, ones]), D)]
+        return [(("weight_ih",), pt.x.copy(), D), (("weight_hh",), pt.h.copy(), D)]
 
     def _state_jacobian(self, pt):
         w_hh = self._weights(pt.theta)[1]

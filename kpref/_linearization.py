@@ -52,7 +52,7 @@ from ._checks import as_real_array, check_choice, check_memory, DEFAULT_MEMORY_L
 from ._operators import NamedOperator
 from ._simulate import _run, check_problem
 
-__all__ = ["linearize", "Linearization", "mse_loss", "Loss"]
+__all__ = ["linearize", "Linearization", "mse_loss", "Loss", "KroneckerSite"]
 
 _MATERIALIZE_MAX_STATE = 32
 _MATERIALIZE_MAX_BYTES = 64 * 1024**2
@@ -265,6 +265,50 @@ class Linearization:
         W = self.propagate_backward_in_time(self._to_internal(X))
         return self._to_flat(self.propagate_forward_in_time(self._J(self._JT(W))))
 
+    # ------------------------------------------------- Kronecker core of K
+    def kronecker_factors(self, memory_limit=None):
+        """K's exact structured form (SPEC §3): one :class:`KroneckerSite` per weight site.
+
+        For a weight used as ``W a`` inside F (activity ``a``, with a column of
+        ones when the site has a bias) and ``D = ∂F/∂(pre-activation)`` (S × o
+        per row), the site's part of K is ``D (Gram(a) ⊗ I_o) Dᵀ`` with
+        ``Gram(a) = a aᵀ`` over the B·T rows; K is the sum over sites. Rows of
+        ``activity``, ``D`` and ``gram`` are ordered ``b·T + t`` like the
+        trajectory vectors. Needs the cell's ``_sites`` hook (every discrete
+        built-in cell has one).
+        """
+        if not hasattr(self.cell, "_sites"):
+            raise NotImplementedError(
+                f"kronecker_factors: {type(self.cell).__name__} does not declare its weight sites "
+                "(a `_sites(pt)` method); use lin.K, which is exact for every cell")
+        B, T, S = self.shape
+        order = np.arange(T * B).reshape(T, B).T.ravel()  # (b, t) → row t·B + b
+        sites = []
+        for names, act, D in self.cell._sites(self.point):
+            check_memory("kronecker_factors", 8 * (D.size + (T * B) ** 2), self.memory_limit
+                         if memory_limit is None else memory_limit)
+            act = np.ascontiguousarray(act[order])
+            sites.append(KroneckerSite(tuple(names), act, np.ascontiguousarray(D[order]), act @ act.T))
+        return sites
+
+    @property
+    def K_kronecker(self):
+        """K built from :meth:`kronecker_factors`: ``Σ_sites D (Gram ⊗ I) Dᵀ`` (equals ``K`` to rounding)."""
+        sites = self.kronecker_factors()
+        n = self.size
+
+        def mm(X):
+            k = X.shape[1]
+            W = X.reshape(self.shape[0] * self.shape[1], self.shape[2], k)  # rows b·T + t
+            out = np.zeros_like(W)
+            for site in sites:
+                U = np.einsum("rso,rsk->rok", site.D, W)          # Dᵀ w per row
+                U = np.einsum("rq,qok->rok", site.gram, U)        # (Gram ⊗ I)
+                out += np.einsum("rso,rok->rsk", site.D, U)       # D
+            return out.reshape(n, k)
+
+        return NamedOperator("K_kronecker", (n, n), mm, mm)
+
     # ---------------------------------------------------------- gradient
     def _check_traj(self, name, e):
         B, T, S = self.shape
@@ -282,6 +326,15 @@ class Linearization:
         B, T, S = self.shape
         return (f"Linearization({self.cell!r}, B={B}, T={T}, S={S}, p={self.num_params}, "
                 f"strategy={self.strategy!r}, adjoint={self.adjoint!r})")
+
+
+class KroneckerSite(NamedTuple):
+    """One weight site of K's Kronecker form (rows ordered b·T + t)."""
+
+    params: tuple
+    activity: np.ndarray   # (B·T, a): the site's input activity, with a ones column for a bias
+    D: np.ndarray          # (B·T, S, o): ∂F/∂(site pre-activation)
+    gram: np.ndarray       # (B·T, B·T): activity activityᵀ
 
 
 class Loss(NamedTuple):

@@ -209,3 +209,26 @@ def test_linearize_bad_input():
         kpref.linearize(cell, theta, x, adjoint="continuous")
     with pytest.raises(ValueError, match="t: expected an integer step index"):
         lin.apply_A(4, np.zeros((1, 2, 3)))
+
+
+WITH_SITES = [n for n in kst.cell_names() if hasattr(kst.CELL_FACTORIES[n](1, 1, True), "_sites")]
+
+
+@given(kst.problems(names=WITH_SITES, max_batch=2, max_time=4))
+def test_kronecker_core_equals_K(problem):
+    """K = Σ_sites D (Gram(a) ⊗ I) Dᵀ exactly, and each site's factors reproduce its block of J_θ."""
+    lin = _lin(problem)
+    K = kpref.todense(lin.K)
+    Kk = kpref.todense(lin.K_kronecker)
+    assert np.abs(K - Kk).max() <= 1e-13 * max(np.abs(K).max(), 1e-300)
+    cell = lin.cell
+    J = kpref.todense(lin.J_theta)
+    slices = cell.param_slices()
+    covered = []
+    for site in lin.kronecker_factors():
+        cols = np.concatenate([np.arange(cell.num_params)[slices[n]] for n in site.params])
+        covered.extend(cols)
+        Js = J[:, cols]
+        part = np.einsum("rso,rq,qjo->rsqj", site.D, site.gram, site.D).reshape(lin.size, lin.size)
+        assert np.abs(part - Js @ Js.T).max() <= 1e-13 * max(np.abs(Js @ Js.T).max(), 1e-300)
+    assert sorted(covered) == list(range(cell.num_params))
