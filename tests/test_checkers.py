@@ -50,6 +50,17 @@ def test_taylor_test_says_round_off():
         taylor_test(f, x, np.ones(3), 2 * x, h0=1e-9)
 
 
+def test_taylor_test_linear_ok_accepts_an_exact_linear_map_and_still_catches_a_wrong_one():
+    M = np.random.default_rng(0).standard_normal((4, 3))
+    f = lambda x: M @ x + 1.0
+    x, dx = np.ones(3), np.arange(3.0)
+    with pytest.raises(AssertionError, match="round-off"):
+        taylor_test(f, x, dx, M @ dx)  # no curvature: no rate to measure
+    assert taylor_test(f, x, dx, M @ dx, linear_ok=True).size == 0
+    with pytest.raises(AssertionError, match="derivative wrong"):
+        taylor_test(f, x, dx, (1 + 1e-6) * (M @ dx), linear_ok=True)
+
+
 def test_complex_step_is_exact_to_rounding():
     f = lambda x: np.exp(x) * np.tanh(x)
     x = np.array([0.3, -0.7])

@@ -145,7 +145,7 @@ def test_gradient_flow_identity(problem, seed):
     assert np.allclose(pred, -lin.P.matvec(lin.J_theta.matvec(g)), rtol=1e-12, atol=1e-14)
     z0 = lin.z.ravel()
     f = lambda eta: kpref.simulate(cell, theta - eta[0] * g, x, h0).ravel() - z0
-    taylor_test(f, np.zeros(1), np.ones(1), pred, h0=0.5 / np.linalg.norm(g))
+    taylor_test(f, np.zeros(1), np.ones(1), pred, h0=0.5 / np.linalg.norm(g), linear_ok=True)
 
 
 def test_a_wrong_adjoint_sweep_is_caught():
@@ -232,3 +232,22 @@ def test_kronecker_core_equals_K(problem):
         part = np.einsum("rso,rq,qjo->rsqj", site.D, site.gram, site.D).reshape(lin.size, lin.size)
         assert np.abs(part - Js @ Js.T).max() <= 1e-13 * max(np.abs(Js @ Js.T).max(), 1e-300)
     assert sorted(covered) == list(range(cell.num_params))
+
+
+def test_linear_cell_P_blocks_are_powers_of_W():
+    """For h' = W h + U x + b, A_t = W, so P's (t, s) block is W^(t−s) (t ≥ s) and 0 above the diagonal."""
+    cell = kpref.Linear(2, 3)
+    theta = cell.init_params(rng=4, g=1.2)
+    W = cell.unflatten(theta)["weight_hh"]
+    B, T, S = 2, 5, 3
+    x = np.random.default_rng(0).standard_normal((B, T, 2))
+    for strategy in STRATEGIES:
+        lin = kpref.linearize(cell, theta, x, strategy=strategy)
+        P = kpref.todense(lin.P).reshape(B, T, S, B, T, S)
+        for b in range(B):
+            for c in range(B):
+                for t in range(T):
+                    for s in range(T):
+                        block = P[b, t, :, c, s, :]
+                        want = np.linalg.matrix_power(W, t - s) if (b == c and t >= s) else np.zeros((S, S))
+                        assert np.allclose(block, want, rtol=1e-13, atol=1e-15)
