@@ -10,6 +10,11 @@ Public surface (implementation lives in private ``_*.py`` modules):
 
 from ._cell import Cell, StepPoint
 from ._elman import Elman
+from ._gru import GRU
+from ._leaky import LeakyRNN, Linear
+from ._lstm import LSTM
+from ._ode import ODECell, VectorField
+from ._ode_rate import RateODE
 from ._simulate import simulate
 from ._linearization import Linearization, Loss, linearize, mse_loss
 from ._operators import todense
@@ -18,6 +23,8 @@ from ._train import Checkpoint, Readout, TrainResult, init_readout, load_checkpo
 
 __all__ = [
     "Cell", "StepPoint", "Elman", "simulate",
+    "GRU", "LeakyRNN", "Linear",
+    "LSTM", "ODECell", "VectorField", "RateODE",
     "Linearization", "Loss", "linearize", "mse_loss", "todense",
     "tasks", "Checkpoint", "Readout", "TrainResult", "init_readout", "load_checkpoint", "loss_and_gradient", "train",
 ]
