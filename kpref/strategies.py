@@ -26,11 +26,9 @@ __all__ = ["cell_names", "cells", "problems", "trajectory_vectors", "finite_arra
 def _factories():
     import kpref
 
-    out = {
+    return {
         "elman_tanh": lambda n, h, bias: kpref.Elman(n, h, "tanh", bias=bias),
         "elman_relu": lambda n, h, bias: kpref.Elman(n, h, "relu", bias=bias),
-    }
-    optional = {
         "gru": lambda n, h, bias: kpref.GRU(n, h, bias=bias),
         "leaky": lambda n, h, bias: kpref.LeakyRNN(n, h, alpha=0.3, bias=bias),
         "linear": lambda n, h, bias: kpref.Linear(n, h, bias=bias),
@@ -39,12 +37,6 @@ def _factories():
         "rate_midpoint": lambda n, h, bias: kpref.RateODE(n, h, tau=1.0, dt=0.2, method="midpoint", bias=bias),
         "rate_rk4": lambda n, h, bias: kpref.RateODE(n, h, tau=1.0, dt=0.2, method="rk4", bias=bias),
     }
-    required = {"gru": "GRU", "leaky": "LeakyRNN", "linear": "Linear", "lstm": "LSTM",
-                "rate_euler": "RateODE", "rate_midpoint": "RateODE", "rate_rk4": "RateODE"}
-    for key, fac in optional.items():
-        if hasattr(kpref, required[key]):
-            out[key] = fac
-    return out
 
 
 #: name → factory(input_size, hidden_size, bias) of every built-in cell.
