@@ -37,6 +37,10 @@ Parameter tangent (``G δθ``; ``h``, ``c`` fixed)::
 Parameter adjoint (``Σ_rows Gᵀ w``, ``ā`` as in the state adjoint)::
 
     δW_ih = Σ_m ā_m x_mᵀ,  δW_hh = Σ_m ā_m h_mᵀ,  δb_ih = δb_hh = Σ_m ā_m
+
+Weight sites (K's Kronecker form, SPEC §3): ``(W_ih, b_ih)`` reads ``[x, 1]``
+and ``(W_hh, b_hh)`` reads ``[h, 1]``; both feed ``a``, so both have
+``D = ∂[h'; c']/∂a`` (2H × 4H per row, nonzero in the h and the c rows).
 """
 
 from __future__ import annotations
@@ -292,6 +296,37 @@ class LSTM(Cell):
             blocks["bias_ih"] = db
             blocks["bias_hh"] = db
         return self._pack_block(blocks, k)
+
+    def _sites(self, pt):
+        """Weight sites ``(names, activity, D)`` of K's Kronecker form (see the module notes).
+
+        ``(weight_ih, bias_ih)`` reads ``[x, 1]`` and ``(weight_hh, bias_hh)``
+        reads ``[h, 1]`` (``h`` the first ``H`` state entries); both feed the
+        pre-activation ``a`` (4H), so both have the same ``D = ∂[h'; c']/∂a``
+        of shape (M, 2H, 4H): diagonal blocks ``∂c'/∂a_i = i(1−i) g``,
+        ``∂c'/∂a_f = f(1−f) c``, ``∂c'/∂a_g = i(1−g²)``, ``∂c'/∂a_o = 0``,
+        ``∂h'/∂a_o = o(1−o) tanh(c')`` and ``∂h'/∂a_q = o(1−tanh²(c')) ∂c'/∂a_q``
+        for ``q ∈ {i, f, g}``.
+        """
+        act, tc = pt.cache
+        M = pt.h.shape[0]
+        H = self.hidden_size
+        i, f, g, o = act[:, :H], act[:, H:2 * H], act[:, 2 * H:3 * H], act[:, 3 * H:]
+        c = pt.h[:, H:]
+        dc = (i * (1.0 - i) * g, f * (1.0 - f) * c, i * (1.0 - g * g))   # ∂c'/∂a_{i,f,g}
+        dh_dc = o * (1.0 - tc * tc)
+        idx = np.arange(H)
+        D = np.zeros((M, 2 * H, 4 * H))
+        for q, d in enumerate(dc):
+            D[:, H + idx, q * H + idx] = d
+            D[:, idx, q * H + idx] = dh_dc * d
+        D[:, idx, 3 * H + idx] = o * (1.0 - o) * tc
+        h = pt.h[:, :H]
+        if self.bias:
+            ones = np.ones((M, 1))
+            return [(("weight_ih", "bias_ih"), np.hstack([pt.x, ones]), D),
+                    (("weight_hh", "bias_hh"), np.hstack([h, ones]), D)]
+        return [(("weight_ih",), pt.x.copy(), D), (("weight_hh",), np.ascontiguousarray(h), D)]
 
     def __repr__(self):
         return f"LSTM(input_size={self.input_size}, hidden_size={self.hidden_size}, bias={self.bias})"

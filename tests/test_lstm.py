@@ -157,3 +157,41 @@ def test_bad_input():
         cell.step(theta, np.zeros((4, 6)), np.zeros((4, 2), complex))
     with pytest.raises(ValueError, match="x: expected finite values"):
         cell.step(theta, np.zeros((4, 6)), np.full((4, 2), np.nan))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_kronecker_sites_reproduce_K(bias):
+    """K = Σ_sites D (Gram ⊗ I) Dᵀ for the LSTM, whose D has nonzero h and c rows."""
+    cell, theta, _, _, rng = _setup(2, 3, 1, 8, bias, g=1.4)
+    x = rng.standard_normal((2, 4, 2))
+    h0 = rng.standard_normal((2, 6))
+    lin = kpref.linearize(cell, theta, x, h0)
+    K = kpref.todense(lin.K)
+    assert np.abs(kpref.todense(lin.K_kronecker) - K).max() <= 1e-13 * np.abs(K).max()
+    sites = lin.kronecker_factors()
+    assert [s.params for s in sites] == ([("weight_ih", "bias_ih"), ("weight_hh", "bias_hh")] if bias
+                                         else [("weight_ih",), ("weight_hh",)])
+    D = sites[0].D
+    assert D.shape == (8, 6, 12)
+    assert np.abs(D[:, :3]).max() > 0 and np.abs(D[:, 3:]).max() > 0   # h rows and c rows
+    assert np.all(D[:, 3:, 9:] == 0.0)                                  # ∂c'/∂a_o = 0
+
+
+def test_kronecker_check_catches_a_wrong_site(monkeypatch):
+    """Dropping the c rows of D (treating the state as h only) breaks K = Σ D (Gram ⊗ I) Dᵀ."""
+    cell, theta, _, _, rng = _setup(2, 3, 1, 8, g=1.4)
+    x = rng.standard_normal((2, 4, 2))
+    lin = kpref.linearize(cell, theta, x, rng.standard_normal((2, 6)))
+    original = cell._sites
+
+    def h_rows_only(pt):
+        out = []
+        for names, act, D in original(pt):
+            D = D.copy()
+            D[:, 3:] = 0.0
+            out.append((names, act, D))
+        return out
+
+    monkeypatch.setattr(cell, "_sites", h_rows_only)
+    K = kpref.todense(lin.K)
+    assert np.abs(kpref.todense(lin.K_kronecker) - K).max() > 1e-3 * np.abs(K).max()

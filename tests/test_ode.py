@@ -590,3 +590,14 @@ def test_attributes_and_layout():
     assert user.output_size == 2 and user.num_params == 15 and user.order == 4
     t1, t2 = cell.init_params(7, g=1.3), cell.init_params(7, g=1.3)
     assert np.array_equal(t1, t2)
+
+
+def test_kronecker_factors_refused_for_ode_cells():
+    """Parameters enter every stage of an ODE step: no weight sites, and kronecker_factors says so."""
+    for cell in (kpref.RateODE(2, 3, dt=0.1, method="rk4"), kpref.ODECell(LinearField(), 2, 3, 0.1, "euler")):
+        theta, x, h0 = _problem(cell, B=2, T=3, g=None)
+        lin = kpref.linearize(cell, theta, x, h0)
+        with pytest.raises(NotImplementedError, match=rf"kronecker_factors: {type(cell).__name__} "):
+            lin.kronecker_factors()
+        with pytest.raises(NotImplementedError, match=type(cell).__name__):
+            lin.K_kronecker
