@@ -275,12 +275,16 @@ class Linearization:
         ``Gram(a) = a aᵀ`` over the B·T rows; K is the sum over sites. Rows of
         ``activity``, ``D`` and ``gram`` are ordered ``b·T + t`` like the
         trajectory vectors. Needs the cell's ``_sites`` hook (every discrete
-        built-in cell has one).
+        built-in cell has one). ODE cells have none: θ enters every integrator
+        stage, each at its own stage state, so ``∂F/∂W`` is a sum of terms with
+        different activities and no single ``D (Gram(a) ⊗ I) Dᵀ`` factor exists;
+        for them ``lin.K`` (exact, matrix-free) is the operator to use.
         """
         if not hasattr(self.cell, "_sites"):
             raise NotImplementedError(
                 f"kronecker_factors: {type(self.cell).__name__} does not declare its weight sites "
-                "(a `_sites(pt)` method); use lin.K, which is exact for every cell")
+                "(a `_sites(pt)` method; ODE cells have none: parameters enter every integrator stage); "
+                "use lin.K, which is exact for every cell")
         B, T, S = self.shape
         order = np.arange(T * B).reshape(T, B).T.ravel()  # (b, t) → row t·B + b
         sites = []
