@@ -363,8 +363,7 @@ class Cell(abc.ABC):
                 raise TypeError(f"state_dict: expected string keys, got {key!r}")
         import re
 
-        other = [k for k in keys if k not in self.param_shapes and k[:-3] not in self.param_shapes
-                 and re.search(r"(_l[1-9][0-9]*(_|$))|(_reverse$)", k)]
+        other = [k for k in keys if k not in self.param_shapes and re.search(r"(_l[1-9][0-9]*|_reverse)$", k)]
         if other:
             raise ValueError(
                 f"state_dict: expected a single-layer, unidirectional state dict (suffix '_l0' or none), got "
