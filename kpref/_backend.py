@@ -81,7 +81,8 @@ is entry ``[b, t, s]`` of the ``(B, T, S)`` answer (``z[:, t]`` is the state
 after the ``t+1``-th step, SPEC §1); for an LSTM the unit is named within
 ``h`` or ``c``. A parameter index is named by its block
 (:meth:`kpref.Cell.param_block_of`) and, for the stacked gate rows of a GRU
-(``[r; z; n]``) or an LSTM (``[i; f; g; o]``), by its gate. The *first step
+(``[r; z; n]``) or an LSTM (``[i; f; g; o]``), by its gate; parameter answers also carry their error per
+block and per gate rows of each stacked block (``'weight_hh[n]'``). The *first step
 over budget* is the first ``t``, in the direction the operator sweeps
 (backward in time for ``P_adjoint``), whose per-step relative error
 ``‖δy[:, t]‖ / ‖y[:, t]‖`` exceeds the budget: where a wrong recurrence
@@ -167,6 +168,10 @@ class OperatorCheck:
         Per-step relative errors (worst over the inputs), for trajectory answers.
     block_errors : dict
         Parameter block → relative error, for parameter answers.
+    gate_errors : dict
+        ``'block[gate]'`` → relative error of that gate's rows of a stacked
+        block (GRU, LSTM), for parameter answers: a dropped or misplaced gate
+        term shows as one gate with error ~1 (an unused gate: exactly 1).
     note : str
         Anything a reader must know (non-finite answers, a loose budget).
     """
@@ -184,6 +189,7 @@ class OperatorCheck:
     first_bad_step: int | None = None
     step_errors: list = field(default_factory=list)
     block_errors: dict = field(default_factory=dict)
+    gate_errors: dict = field(default_factory=dict)
     sweep: str | None = None
     note: str = ""
 
@@ -199,6 +205,9 @@ class OperatorCheck:
             text += f"; first step over budget{order}: t={self.first_bad_step}"
         if not self.passed and self.block_errors:
             text += "; by block: " + ", ".join(f"{k} {v:.1e}" for k, v in self.block_errors.items())
+        if not self.passed and self.gate_errors:
+            worst = sorted(self.gate_errors.items(), key=lambda kv: -np.nan_to_num(kv[1], nan=np.inf))[:4]
+            text += "; worst gates: " + ", ".join(f"{k} {v:.1e}" for k, v in worst)
         if self.note:
             text += f"; note: {self.note}"
         return text
@@ -214,6 +223,7 @@ class OperatorCheck:
             "sweep": self.sweep,
             "step_errors": [_jf(e) for e in self.step_errors],
             "block_errors": {str(k): _jf(v) for k, v in self.block_errors.items()},
+            "gate_errors": {str(k): _jf(v) for k, v in self.gate_errors.items()},
             "note": self.note,
         }
 
@@ -308,6 +318,23 @@ def _gates_of(cell):
         if klass.__name__ in _GATES:
             return _GATES[klass.__name__]
     return None
+
+
+def _gate_rows(cell):
+    """``'block[gate]'`` → flat indices of that gate's rows in each stacked block (GRU, LSTM); else empty."""
+    gates = _gates_of(cell)
+    if not gates:
+        return {}
+    H = cell.hidden_size
+    out = OrderedDict()
+    for name, sl in cell.param_slices().items():
+        shape = cell.param_shapes[name]
+        if name not in _STACKED or shape[0] != len(gates) * H:
+            continue
+        flat = np.arange(sl.start, sl.stop).reshape(shape)
+        for k, gate in enumerate(gates):
+            out[f"{name}[{gate}]"] = flat[k * H:(k + 1) * H].ravel()
+    return out
 
 
 def describe_state_index(cell, b, t, s):
@@ -482,6 +509,8 @@ def check_backend(backend, cell, theta, x, h0=None, *, rtol=None, n_vectors=3, r
         worst, condition = None, 0.0
         step_err = np.zeros(T) if out_space == "traj" else None
         block_err = OrderedDict((n, 0.0) for n in cell.param_shapes) if out_space == "param" else None
+        gate_rows = _gate_rows(cell) if out_space == "param" else {}
+        gate_err = OrderedDict((n, 0.0) for n in gate_rows)
         dtype = declared
         for _ in range(1 if in_space is None else n_vectors):
             if in_space is None:
@@ -512,6 +541,8 @@ def check_backend(backend, cell, theta, x, h0=None, *, rtol=None, n_vectors=3, r
                     den = np.linalg.norm(ref[sl])
                     e_b = _rel(diff[sl], ref[sl]) if den > 0 else _rel(diff[sl], ref)
                     block_err[bname] = max(block_err[bname], e_b)
+                for gname, idx in gate_rows.items():
+                    gate_err[gname] = max(gate_err[gname], _rel(diff[idx], ref[idx]))
         err, diff, ref, got64 = worst
         eps = float(np.finfo(dtype).eps)
         budget = rtol if rtol is not None else (
@@ -539,7 +570,8 @@ def check_backend(backend, cell, theta, x, h0=None, *, rtol=None, n_vectors=3, r
             condition=float(condition), worst_entry=where, worst_index=tuple(int(i) for i in index),
             backend_value=float(got64[index]), kpref_value=float(ref[index]), first_bad_step=first_bad,
             step_errors=[float(e) for e in step_err] if step_err is not None else [],
-            block_errors=dict(block_err) if block_err is not None else {}, sweep=sweep, note="; ".join(notes),
+            block_errors=dict(block_err) if block_err is not None else {}, gate_errors=dict(gate_err),
+            sweep=sweep, note="; ".join(notes),
         )
     skipped = [n for n in OPERATORS if n not in ops]
     return Report(checks, skipped, repr(cell), (B, T, S), p, n_vectors)

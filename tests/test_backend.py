@@ -186,7 +186,14 @@ def test_a_wrong_parameter_block_is_named_with_its_gate(cell, block, rows, gate)
             assert f"({gate}, unit " in check.worst_entry
         assert check.block_errors[block] > 1e-2
         assert all(e == 0.0 for b, e in check.block_errors.items() if b != block)
-        assert f"by block: " in check.line() and check.first_bad_step is None
+        if gate:
+            key = f"{block}[{gate[-1]}]"
+            assert check.gate_errors[key] == pytest.approx(0.5)
+            assert all(e == 0.0 for k, e in check.gate_errors.items() if k != key)
+            assert f"worst gates: {key} 5.0e-01" in check.line()
+        else:
+            assert check.gate_errors == {}
+        assert "by block: " in check.line() and check.first_bad_step is None
 
 
 def test_total_instead_of_immediate_parameter_jacobian_fails_J_from_step_1():
@@ -249,6 +256,7 @@ def test_report_to_json_is_plain_and_reproducible():
     assert data["passed"] is True and data["shape"] == [2, 5, 3] and data["num_params"] == cell.num_params
     op = data["operators"]["grad"]
     assert set(op["block_errors"]) == set(cell.param_shapes) and op["first_bad_step"] is None
+    assert set(op["gate_errors"]) == {f"{b}[{g}]" for b in cell.param_shapes for g in "rzn"}
     assert len(data["operators"]["P"]["step_errors"]) == 5
     assert isinstance(a["P"], OperatorCheck) and isinstance(a, Report)
     assert "passed" in repr(a)
