@@ -334,7 +334,7 @@ def train(cell, x, target, *, mask=None, h0=None, theta=None, readout=None, rng=
     checkpoint_steps : sequence of int, optional
         Explicit steps to checkpoint instead (plus 0 and the last).
     checkpoint_dir : path, optional
-        Write each checkpoint to ``checkpoint_dir/checkpoint_<step>.npz``.
+        Write each checkpoint to ``checkpoint_dir/checkpoint_<step>.npz``, the step zero-padded to 7 digits.
     resume_from : path, optional
         A checkpoint of an earlier call with the same data, cell and
         optimizer; training continues from its step and is bitwise identical
