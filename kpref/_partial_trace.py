@@ -263,6 +263,27 @@ def marginal_sum(op, shape, axis, reduction="sum", *, memory_limit=None):
 
     Parameters and result as in :func:`partial_trace`; cost per block of
     ``k`` vectors: one product of ``op`` with ``k`` vectors.
+
+    Examples
+    --------
+    The two reductions agree for an operator block diagonal in the traced
+    axis (``P`` in batch: trials do not interact) and disagree otherwise
+    (``K``: a parameter change moves every trial). Over the batch of two
+    trials, for the kernel ``[[M_00, M_01], [M_10, M_11]]`` (blocks indexed
+    by trial), the partial trace is ``M_00 + M_11`` and the marginal sum
+    ``M_00 + M_01 + M_10 + M_11``:
+
+    >>> import numpy as np, kpref
+    >>> from kpref.analysis import marginal_sum, partial_trace
+    >>> cell = kpref.Elman(input_size=1, hidden_size=2)
+    >>> lin = kpref.linearize(cell, cell.init_params(0), np.ones((2, 3, 1)))   # two identical trials
+    >>> K = kpref.todense(lin.K).reshape(2, 6, 2, 6)
+    >>> ms = kpref.todense(marginal_sum(lin.K, lin.shape, 'batch'))
+    >>> pt = kpref.todense(partial_trace(lin.K, lin.shape, 'batch'))
+    >>> bool(np.allclose(ms, K.sum(axis=(0, 2))) and np.allclose(pt, K[0, :, 0] + K[1, :, 1]))
+    True
+    >>> bool(np.allclose(ms, 2 * pt))     # identical trials: M_01 = M_00, so the sum is twice the trace
+    True
     """
     return _reduced("marginal_sum", op, shape, axis, reduction, memory_limit)
 

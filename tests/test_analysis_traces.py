@@ -16,12 +16,10 @@ Each criterion has a test showing it rejects a deliberately wrong estimator.
 
 import numpy as np
 import pytest
-import scipy.linalg
 from scipy.sparse.linalg import LinearOperator, aslinearoperator
 
 from kpref.analysis import alignment, frobenius_norm, trace
-from kpref._traces import (TraceTarget, direct_target, gram_target, hutch_plus_plus, hutchinson, rademacher,
-                           xtrace)
+from kpref._traces import direct_target, gram_target, hutch_plus_plus, hutchinson, rademacher, xtrace
 from kpref._operator_input import as_operator
 
 Z = 5.0  # standard deviations: a correct estimator fails a single check with probability < 1e-6
