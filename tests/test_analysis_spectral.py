@@ -64,6 +64,15 @@ def test_lanczos_and_arpack_against_the_known_spectrum(which, method):
     assert np.allclose(got, expected, rtol=0, atol=1e-10 * 12 * 2)
 
 
+def test_auto_uses_block_lanczos_above_the_dense_size():
+    import scipy.sparse
+    d = np.linspace(-1.0, 1.0, 2500) ** 3
+    op = _counting_operator(scipy.sparse.diags(d).tocsr(), log := [])
+    assert np.allclose(spectrum(op, 3, rng=0), np.sort(d)[::-1][:3], rtol=0, atol=1e-10)
+    assert max(log) < 2500                                    # blocks, never the dense identity
+    assert np.allclose(singular_values(op, 2, rng=0), [1.0, 1.0], rtol=0, atol=1e-9)
+
+
 def test_block_lanczos_restarts_uses_blocks_and_reports_true_residuals():
     M = _sym_with_spectrum(_LAM, 2)
     log = []
