@@ -96,6 +96,7 @@ __all__ = [
     "leading_lyapunov",
     "pca_dimension",
     "checkpoint_schedule",
+    "dense_bytes",
     "hutchinson_axis_dimensions",
     "subtask_flows",
     "subtask_losses",
@@ -171,7 +172,16 @@ class ExperimentConfig:
             raise ValueError(
                 f"num_checkpoints: expected at most steps + 1 = {self.steps + 1}, got {self.num_checkpoints}")
         self.task_kwargs()  # timing checks of the task generators
-        _tasks.multitask(1, 0, rules=tuple(self.rules), **self.task_kwargs())
+        x = _tasks.multitask(1, 0, rules=tuple(self.rules), **self.task_kwargs()).x
+        if self.method == "exact":                  # refuse up front, with the figure (SPEC §7)
+            for name in self.cells:
+                cell = make_cell(name, x.shape[2], self.hidden_size)   # the multitask cell is the larger one
+                need = dense_bytes(self.batch_size, x.shape[1], cell.state_size, cell.num_params)
+                if need > self.dense_limit:
+                    raise ValueError(
+                        f"method: 'exact' needs {need / 2**30:.3g} GiB of dense factors for cell {name!r} at "
+                        f"H={self.hidden_size} (limit {self.dense_limit / 2**30:.3g} GiB); use 'auto' or "
+                        f"'randomized'")
         return self
 
     def task_kwargs(self):
@@ -283,11 +293,15 @@ def _dense_factors(lin):
     return J, lin.P.matmat(J)
 
 
+def dense_bytes(B, T, S, p):
+    """Bytes of the dense work of the exact summaries: ``J_θ``, ``P J_θ``, ``F G`` (n × p each), two p × p
+    Gram matrices and the per-trial blocks of ``P`` (``B (T S)²``, plus two of them in flight)."""
+    return 8 * (3 * B * T * S * p + 2 * p * p + B * (T * S) ** 2 + 2 * (T * S) ** 2)
+
+
 def _exact_fits(lin, dense_limit):
     B, T, S = lin.shape
-    n, p = lin.size, lin.num_params
-    need = 8 * (3 * n * p + 2 * p * p + B * (T * S) ** 2 + 2 * (T * S) ** 2)
-    return need <= dense_limit
+    return dense_bytes(B, T, S, lin.num_params) <= dense_limit
 
 
 # ------------------------------------------------------ randomized pieces

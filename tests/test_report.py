@@ -257,7 +257,8 @@ def test_runs_are_deterministic_and_checkpoints_reload(tmp_path):
     (["--cells", "gru,lstmx"], "--cells\\[1\\]"), (["--g", "0.5,0"], "--g"), (["--g", "-1"], "--g"),
     (["--g", "nan"], "--g"), (["--g", "0.5,,1"], "--g"), (["--g", "1,1"], "distinct"),
     (["--hidden", "2.5"], "--hidden"), (["--hidden", "0"], "--hidden"), (["--steps", "ten"], "--steps"),
-    (["--seed", "-3"], "--seed"), (["--method", "dense"], "--method"), (["--alignment-g", "0"], "--alignment-g")])
+    (["--seed", "-3"], "--seed"), (["--method", "dense"], "--method"), (["--alignment-g", "0"], "--alignment-g"),
+    (["--method", "exact", "--hidden", "256"], "--method: 'exact' needs .* GiB")])
 def test_cli_bad_input_one_line_exit_2(argv, match, tmp_path, capsys):
     status = cli_main(["report", "--quick", "--quiet", "--out", str(tmp_path / "o")] + argv)
     err = capsys.readouterr().err
