@@ -707,7 +707,12 @@ def published_trajectories(
       initial value 0 (``bisection_root='zeros'``). This is not rare: on the
       published 5×5 grid, 20 of the 25 trajectories reach a float ``z`` with
       ``tan z_1 + tan z_2 == 0`` after 52–57 steps and then jump to 0, a
-      feature of the published bisection spectrum. ``'hold'`` keeps the
+      feature of the published bisection spectrum: the delay shift of a
+      trajectory that jumps to 0 is nilpotent, so the published bisection
+      spectrum holds a numerically defective eigenvalue 0 of multiplicity 4,
+      which rounding splits into four eigenvalues of modulus ~1e-4
+      (≈ ε^{1/4}) whose exact positions are rounding noise (they move with
+      the LAPACK routine; the distances, ~0.75, do not). ``'hold'`` keeps the
       fixed point instead; its converged trajectories make the delay-embedded
       snapshot matrix numerically rank deficient (rank 6 of 10 on the
       published grid), so it needs ``rank ≤ 6``.
