@@ -61,9 +61,9 @@ sizes) they are randomized estimates from the matrix-free operators, seeded:
 * effective ranks by :func:`kpref.analysis.effective_rank` with
   ``method='hutch++'`` (Meyer et al. 2021) and ``n_probes`` probes for each
   of ``tr(XᵀX)`` and ``tr((XᵀX)²)``;
-* per-axis effective dimensions by the Hutchinson estimator of
-  :func:`hutchinson_axis_dimensions` (``n_probes`` Rademacher probes
-  ``Y = X ω``, U-statistic for ``tr(D_a²)``);
+* per-axis effective dimensions by :func:`kpref.analysis.effective_dimensions`
+  with ``method='hutchinson'`` (``n_probes`` Rademacher probes ``Y = X ω``,
+  U-statistic for ``tr(D_a²)``);
 * ``‖Π_a NTK Π_b‖_F²`` by Hutchinson with probes supported on the trials of
   ``b`` (``n_probes`` per rule).
 
@@ -97,7 +97,6 @@ __all__ = [
     "pca_dimension",
     "checkpoint_schedule",
     "dense_bytes",
-    "hutchinson_axis_dimensions",
     "subtask_flows",
     "subtask_losses",
     "run_collapse",
@@ -305,39 +304,14 @@ def _exact_fits(lin, dense_limit):
 
 
 # ------------------------------------------------------ randomized pieces
-def hutchinson_axis_dimensions(apply_X, shape, n_probes, rng):
-    """Randomized per-axis effective dimensions of ``X`` (rows laid out as ``shape``).
-
-    ``Y_k = X ω_k`` for ``s = n_probes`` Rademacher vectors ``ω_k``; for axis
-    ``a`` with ``Y_k`` reshaped to ``(n_a, ·)``, ``D_k = Y_k Y_kᵀ`` has
-    ``E D_k = D_a = tr_{other axes}(X Xᵀ)``. Then ``tr D_a ≈ mean_k tr D_k``
-    and ``tr(D_a²) ≈ Σ_{k≠l} ⟨D_k, D_l⟩ / (s(s−1))`` (unbiased U-statistic);
-    the ratio is consistent with bias ``O(1/s)``. This is the estimator of
-    :func:`kpref.analysis.effective_dimensions` (``method='hutchinson'``),
-    written here for a bare product function.
-    """
-    B, T, S = shape
-    s = n_probes
-    omega = rng.choice((-1.0, 1.0), size=(B * T * S, s))
-    Y = apply_X(omega).reshape(B, T, S, s)
-    tr = float(np.sum(Y * Y)) / s
-    out = {}
-    for index, axis in enumerate(AXES):
-        Ya = _axis_rows(Y, index).reshape(Y.shape[index], -1, s)      # (n_a, rest, s)
-        D = np.einsum("irk,jrk->kij", Ya, Ya, optimize=True)          # D_k, (s, n_a, n_a)
-        Dsum = D.sum(axis=0)
-        tr2 = (float(np.sum(Dsum * Dsum)) - float(np.sum(D * D))) / (s * (s - 1))
-        out[axis] = tr * tr / tr2 if tr2 > 0.0 else 0.0
-    return out
-
-
 def _randomized_operator_summaries(lin, n_probes, rng):
     erank, dims, errors = {}, {}, {}
     for name in OPERATORS:
         op = getattr(lin, name)
         value, error = analysis.effective_rank(op, method="hutch++", n_probes=n_probes, rng=rng, return_error=True)
         erank[name], errors[name] = float(value), float(error)
-        dims[name] = hutchinson_axis_dimensions(op.matmat, lin.shape, n_probes, rng)
+        dims[name] = analysis.effective_dimensions(lin, operators=(name,), method="hutchinson", n_probes=n_probes,
+                                                   rng=rng)[name]
     return erank, dims, errors
 
 
