@@ -25,7 +25,8 @@ complex plane (``|·|`` the Euclidean distance in ℂ ≅ ℝ²):
   uniform by default), ``W_p = (min_π Σ π_ij |λ_i − μ_j|^p)^{1/p}`` over
   transport plans ``π ≥ 0`` with marginals ``a, b``. Exact: uniform weights
   are reduced to an assignment between ``lcm(k, l)`` replicated points
-  (the transport polytope with integer marginals has integer vertices);
+  (the transport polytope with integer marginals has integer vertices) when
+  ``lcm(k, l) ≤ 1024``, and go to the linear program beyond;
   general weights solve the transport linear program with HiGHS' dual simplex
   (``scipy.optimize.linprog``), whose optimum is a vertex (accurate to the
   solver's feasibility tolerance, ~1e-9).
@@ -129,7 +130,6 @@ from ._dmd import (
     _pairs,
     _SubsetEigenvalues,
     as_trajectories,
-    sort_eigenvalues,
 )
 
 __all__ = [
