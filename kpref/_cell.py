@@ -60,15 +60,31 @@ class StepPoint:
     Holds ``theta`` (flat), ``h`` (M, S), ``x`` (M, N) and ``cache``, a tuple
     of arrays whose leading axis is the row axis, computed once by the cell's
     ``_prepare`` (gate activations and the like) and reused by every product.
+
+    :meth:`scratch` hands kernels preallocated work arrays that live as long
+    as the point: a product over all ``B·T`` rows needs (M, 3H)-sized
+    temporaries, and allocating them afresh on every call costs as much as
+    the product's GEMM (fresh pages are zero-filled by the kernel on first
+    touch). Scratch contents are undefined between calls; kernels never
+    return them.
     """
 
-    __slots__ = ("theta", "h", "x", "cache")
+    __slots__ = ("theta", "h", "x", "cache", "_scratch")
 
     def __init__(self, theta, h, x, cache):
         self.theta = theta
         self.h = h
         self.x = x
         self.cache = cache
+        self._scratch = {}
+
+    def scratch(self, name, shape):
+        """A reusable float64 work array ``name`` of ``shape`` (contents undefined)."""
+        shape = tuple(int(n) for n in shape)
+        buf = self._scratch.get(name)
+        if buf is None or buf.shape != shape:
+            buf = self._scratch[name] = np.empty(shape)
+        return buf
 
     @property
     def num_rows(self):

@@ -169,13 +169,13 @@ def _gru_state_vjp(w_hh, c_r, c_z, c_n, u, W):
 
 
 @njit
-def _gru_param_jvp(h, x, c_r, c_z, c_n, d_n, dw_ih, dw_hh, db_ih, db_hh):
+def _gru_param_jvp(h, x, c_r, c_z, c_n, d_n, dw_ih, dw_hh, db_ih, db_hh, ai, ah):
     k = dw_ih.shape[0]
     M, H = h.shape
     out = np.empty((k, M, H))
-    for j in range(k):
-        ai = np.dot(x, dw_ih[j].T)     # δW_ih x, (M, 3H)
-        ah = np.dot(h, dw_hh[j].T)     # δW_hh h, (M, 3H)
+    for j in range(k):                 # ai, ah: (M, 3H) scratch
+        np.dot(x, dw_ih[j].T, ai)      # δW_ih x
+        np.dot(h, dw_hh[j].T, ah)      # δW_hh h
         for m in range(M):
             for i in range(H):
                 dgi_r = ai[m, i] + db_ih[j, i]
@@ -191,16 +191,14 @@ def _gru_param_jvp(h, x, c_r, c_z, c_n, d_n, dw_ih, dw_hh, db_ih, db_hh):
 
 
 @njit
-def _gru_param_vjp(h, x, c_r, c_z, c_n, d_n, W):
+def _gru_param_vjp(h, x, c_r, c_z, c_n, d_n, W, gi, gh):
     k, M, H = W.shape
     N = x.shape[1]
     dw_ih = np.empty((k, 3 * H, N))
     dw_hh = np.empty((k, 3 * H, H))
     db_ih = np.zeros((k, 3 * H))
     db_hh = np.zeros((k, 3 * H))
-    gi = np.empty((M, 3 * H))
-    gh = np.empty((M, 3 * H))
-    for j in range(k):
+    for j in range(k):                           # gi, gh: (M, 3H) scratch
         for m in range(M):
             for i in range(H):
                 w = W[j, m, i]
@@ -216,8 +214,8 @@ def _gru_param_vjp(h, x, c_r, c_z, c_n, d_n, W):
             for i in range(3 * H):
                 db_ih[j, i] += gi[m, i]          # transposes: δgi = ... + δb_ih
                 db_hh[j, i] += gh[m, i]          # transposes: δgh = ... + δb_hh
-        dw_ih[j] = np.dot(gi.T, x)               # transposes: δW_ih x
-        dw_hh[j] = np.dot(gh.T, h)               # transposes: δW_hh h
+        np.dot(gi.T, x, dw_ih[j])                # transposes: δW_ih x
+        np.dot(gh.T, h, dw_hh[j])                # transposes: δW_hh h
     return dw_ih, dw_hh, db_ih, db_hh
 
 
@@ -281,15 +279,19 @@ class GRU(Cell):
         blk = self._unpack_block(dtheta)
         zero = np.zeros((k, 3 * self.hidden_size))
         c_r, c_z, c_n, d_n, _ = pt.cache
+        shape = (pt.num_rows, 3 * self.hidden_size)
         return _gru_param_jvp(np.ascontiguousarray(pt.h), np.ascontiguousarray(pt.x), c_r, c_z, c_n, d_n,
                               blk["weight_ih"], blk["weight_hh"],
-                              blk.get("bias_ih", zero), blk.get("bias_hh", zero))
+                              blk.get("bias_ih", zero), blk.get("bias_hh", zero),
+                              pt.scratch("a_ih", shape), pt.scratch("a_hh", shape))
 
     def _param_vjp(self, pt, W):
         k = W.shape[0]
         c_r, c_z, c_n, d_n, _ = pt.cache
+        shape = (pt.num_rows, 3 * self.hidden_size)
         dw_ih, dw_hh, db_ih, db_hh = _gru_param_vjp(np.ascontiguousarray(pt.h), np.ascontiguousarray(pt.x),
-                                                    c_r, c_z, c_n, d_n, np.ascontiguousarray(W))
+                                                    c_r, c_z, c_n, d_n, np.ascontiguousarray(W),
+                                                    pt.scratch("a_ih", shape), pt.scratch("a_hh", shape))
         blocks = {"weight_ih": dw_ih, "weight_hh": dw_hh}
         if self.bias:
             blocks["bias_ih"] = db_ih
