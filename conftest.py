@@ -1,4 +1,4 @@
-"""Test configuration: the hypothesis profiles every property test runs under.
+"""Test configuration for tests/ and validation/: the hypothesis profiles every property test runs under.
 
 ``deadline=None`` because the first example of a test compiles numba kernels.
 The ``ci`` profile is what ``.ci/run`` selects; ``dev`` is quicker.
