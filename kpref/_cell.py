@@ -47,11 +47,12 @@ from ._checks import (
     as_generator,
     as_real_array,
     as_real_or_complex_array,
+    check_bool,
     check_positive_float,
     check_positive_int,
 )
 
-__all__ = ["Cell", "StepPoint"]
+__all__ = ["Cell", "StepPoint", "TorchConventionCell"]
 
 
 class StepPoint:
@@ -439,6 +440,38 @@ class Cell(abc.ABC):
             raise ValueError(f"suffix: expected one of {', '.join(map(repr, self.torch_suffixes))}, got {suffix!r}")
         return {name + suffix: np.array(view, dtype=np.float64, order="C", copy=True)
                 for name, view in self._views(theta).items()}
+
+
+class TorchConventionCell(Cell):
+    """Parameter layout shared by the ``torch.nn``-convention cells (Elman, GRU, LSTM).
+
+    ``weight_ih`` (G·H, N), ``weight_hh`` (G·H, H), ``bias_ih`` (G·H) and
+    ``bias_hh`` (G·H), with ``G = gates`` blocks of rows in torch's order;
+    ``bias=False`` removes the two biases. The state has
+    ``state_blocks · H`` entries (2 for the LSTM's ``[h, c]``).
+    """
+
+    gates = 1
+    state_blocks = 1
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        input_size = check_positive_int("input_size", input_size)
+        hidden_size = check_positive_int("hidden_size", hidden_size)
+        self.bias = check_bool("bias", bias)
+        rows = self.gates * hidden_size
+        shapes = OrderedDict(weight_ih=(rows, input_size), weight_hh=(rows, hidden_size))
+        if self.bias:
+            shapes.update(bias_ih=(rows,), bias_hh=(rows,))
+        super().__init__(input_size, hidden_size, self.state_blocks * hidden_size, shapes)
+
+    def _weights(self, theta):
+        """Contiguous ``(W_ih, W_hh, b_ih, b_hh)`` of ``theta`` (zero biases when ``bias=False``)."""
+        p = self._views(theta)
+        zero = np.zeros(self.gates * self.hidden_size, dtype=theta.dtype)
+        b_ih = p["bias_ih"] if self.bias else zero
+        b_hh = p["bias_hh"] if self.bias else zero
+        return (np.ascontiguousarray(p["weight_ih"]), np.ascontiguousarray(p["weight_hh"]),
+                np.ascontiguousarray(b_ih), np.ascontiguousarray(b_hh))
 
 
 def _torch_free_array(name, value):

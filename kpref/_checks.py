@@ -160,6 +160,13 @@ def check_positive_float(name, value, *, upper=None, upper_inclusive=True):
     return value
 
 
+def check_bool(name, value):
+    """``value`` as a Python bool; ``TypeError`` naming ``name`` for anything but a bool (0/1 included)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
 def check_choice(name, value, choices):
     """Return ``value`` if it is one of ``choices``; otherwise a ValueError listing them."""
     if not isinstance(value, str) or value not in choices:

@@ -107,7 +107,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from ._checks import as_real_array, check_choice, check_positive_float, check_positive_int
+from ._checks import as_real_array, check_bool, check_choice, check_positive_float, check_positive_int
 
 __all__ = [
     "DMDResult",
@@ -372,8 +372,7 @@ def _normalize_columns(modes):
 
 def _check_method_inputs(rank, method, center, residual_tol):
     method = check_choice("method", method, DMD_METHODS)
-    if not isinstance(center, (bool, np.bool_)):
-        raise TypeError(f"center: expected a bool, got {center!r} ({type(center).__name__})")
+    center = check_bool("center", center)
     residual_tol = check_positive_float("residual_tol", residual_tol)
     return method, bool(center), residual_tol
 

@@ -38,11 +38,9 @@ and ``(W_hh, b_hh)`` reads ``[h, 1]``; both feed the pre-activation ``a``, so
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import numpy as np
 
-from ._cell import Cell
+from ._cell import TorchConventionCell
 from ._checks import check_choice
 from ._jit import njit
 
@@ -138,7 +136,7 @@ def _elman_param_vjp(h, x, d, W):
     return dw_ih, dw_hh, db
 
 
-class Elman(Cell):
+class Elman(TorchConventionCell):
     """Elman RNN cell, ``h' = φ(W_ih x + b_ih + W_hh h + b_hh)`` (``torch.nn.RNNCell``).
 
     Parameters
@@ -155,22 +153,8 @@ class Elman(Cell):
 
     def __init__(self, input_size, hidden_size, nonlinearity="tanh", bias=True):
         self.nonlinearity = check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias: expected a bool, got {bias!r}")
-        self.bias = bool(bias)
-        shapes = OrderedDict(weight_ih=(hidden_size, input_size), weight_hh=(hidden_size, hidden_size))
-        super().__init__(input_size, hidden_size, hidden_size, shapes if not bias else OrderedDict(
-            shapes, bias_ih=(hidden_size,), bias_hh=(hidden_size,)))
-        self._act = _TANH if nonlinearity == "tanh" else _RELU
-
-    def _weights(self, theta):
-        p = self._views(theta)
-        H = self.hidden_size
-        zero = np.zeros(H, dtype=theta.dtype)
-        b_ih = p["bias_ih"] if self.bias else zero
-        b_hh = p["bias_hh"] if self.bias else zero
-        return (np.ascontiguousarray(p["weight_ih"]), np.ascontiguousarray(p["weight_hh"]),
-                np.ascontiguousarray(b_ih), np.ascontiguousarray(b_hh))
+        super().__init__(input_size, hidden_size, bias)
+        self._act = _TANH if self.nonlinearity == "tanh" else _RELU
 
     def _step(self, theta, h, x):
         return _elman_step(*self._weights(theta), h, x, self._act)

@@ -79,11 +79,9 @@ Initialization: ``init_params(g=...)`` redraws the whole ``weight_hh`` i.i.d.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import numpy as np
 
-from ._cell import Cell
+from ._cell import TorchConventionCell
 from ._jit import njit
 
 __all__ = ["GRU"]
@@ -219,7 +217,7 @@ def _gru_param_vjp(h, x, c_r, c_z, c_n, d_n, W, gi, gh):
     return dw_ih, dw_hh, db_ih, db_hh
 
 
-class GRU(Cell):
+class GRU(TorchConventionCell):
     """GRU cell, ``h' = (1 − u) ⊙ n + u ⊙ h`` (``torch.nn.GRUCell``).
 
     Parameters
@@ -239,22 +237,7 @@ class GRU(Cell):
     :mod:`kpref._gru`.
     """
 
-    def __init__(self, input_size, hidden_size, bias=True):
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias: expected a bool, got {bias!r} ({type(bias).__name__})")
-        self.bias = bool(bias)
-        shapes = OrderedDict(weight_ih=(3 * hidden_size, input_size), weight_hh=(3 * hidden_size, hidden_size))
-        if self.bias:
-            shapes.update(bias_ih=(3 * hidden_size,), bias_hh=(3 * hidden_size,))
-        super().__init__(input_size, hidden_size, hidden_size, shapes)
-
-    def _weights(self, theta):
-        p = self._views(theta)
-        zero = np.zeros(3 * self.hidden_size, dtype=theta.dtype)
-        b_ih = p["bias_ih"] if self.bias else zero
-        b_hh = p["bias_hh"] if self.bias else zero
-        return (np.ascontiguousarray(p["weight_ih"]), np.ascontiguousarray(p["weight_hh"]),
-                np.ascontiguousarray(b_ih), np.ascontiguousarray(b_hh))
+    gates = 3
 
     def _step(self, theta, h, x):
         return _gru_step(*self._weights(theta), np.ascontiguousarray(h), np.ascontiguousarray(x))

@@ -116,6 +116,7 @@ from ._checks import (
     as_generator,
     as_real_array,
     as_real_or_complex_array,
+    check_bool,
     check_choice,
     check_positive_float,
     check_positive_int,
@@ -172,8 +173,7 @@ def _spectrum_of_embedded(embedded, rank, method, center, residual_tol, drop_spu
 def _check_spectrum_options(n_delays, stride, rank, method, center, residual_tol, drop_spurious):
     n_delays, stride = _check_delays(n_delays, stride)
     method, center, residual_tol = _check_method_inputs(rank, method, center, residual_tol)
-    if not isinstance(drop_spurious, (bool, np.bool_)):
-        raise TypeError(f"drop_spurious: expected a bool, got {drop_spurious!r}")
+    drop_spurious = check_bool("drop_spurious", drop_spurious)
     return n_delays, stride, method, center, residual_tol, bool(drop_spurious)
 
 
@@ -624,8 +624,7 @@ def trajectories_from_checkpoints(weights, n_components=None, *, subtract_mean=F
         W = np.stack(runs)
     else:
         W = as_real_array("weights", weights, (None, None, None), ("n_runs", "n_checkpoints", "p"))
-    if not isinstance(subtract_mean, (bool, np.bool_)):
-        raise TypeError(f"subtract_mean: expected a bool, got {subtract_mean!r}")
+    subtract_mean = check_bool("subtract_mean", subtract_mean)
     if n_components is None:
         if subtract_mean:
             raise ValueError("subtract_mean: only meaningful with n_components, got n_components=None")

@@ -63,7 +63,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ._cell import Cell
-from ._checks import check_positive_float
+from ._checks import check_bool, check_positive_float
 from ._jit import njit
 
 __all__ = ["LeakyRNN", "Linear"]
@@ -182,8 +182,7 @@ class _AffineCell(Cell):
     """Shared layout of LeakyRNN and Linear: ``weight_hh`` (H, H), ``weight_ih`` (H, N), ``bias`` (H)."""
 
     def __init__(self, input_size, hidden_size, bias):
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias: expected a bool, got {bias!r} ({type(bias).__name__})")
+        bias = check_bool("bias", bias)
         self.bias = bool(bias)
         shapes = OrderedDict(weight_hh=(hidden_size, hidden_size), weight_ih=(hidden_size, input_size))
         if self.bias:

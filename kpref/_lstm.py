@@ -45,12 +45,9 @@ and ``(W_hh, b_hh)`` reads ``[h, 1]``; both feed ``a``, so both have
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import numpy as np
 
-from ._cell import Cell
-from ._checks import check_positive_int
+from ._cell import TorchConventionCell
 from ._jit import njit
 
 __all__ = ["LSTM"]
@@ -217,7 +214,7 @@ def _lstm_param_vjp(h, x, act, tc, c, W):
     return dw_ih, dw_hh, db
 
 
-class LSTM(Cell):
+class LSTM(TorchConventionCell):
     """LSTM cell with ``torch.nn.LSTMCell`` conventions; state ``[h, c]`` of size ``2 * hidden_size``.
 
     Parameters
@@ -236,27 +233,8 @@ class LSTM(Cell):
     four ``H×H`` blocks of ``weight_hh``.
     """
 
-    recurrent_weights = ("weight_hh",)
-
-    def __init__(self, input_size, hidden_size, bias=True):
-        input_size = check_positive_int("input_size", input_size)
-        hidden_size = check_positive_int("hidden_size", hidden_size)
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias: expected a bool, got {bias!r}")
-        self.bias = bool(bias)
-        shapes = OrderedDict(weight_ih=(4 * hidden_size, input_size), weight_hh=(4 * hidden_size, hidden_size))
-        if self.bias:
-            shapes["bias_ih"] = (4 * hidden_size,)
-            shapes["bias_hh"] = (4 * hidden_size,)
-        super().__init__(input_size, hidden_size, 2 * hidden_size, shapes)
-
-    def _weights(self, theta):
-        p = self._views(theta)
-        zero = np.zeros(4 * self.hidden_size, dtype=theta.dtype)
-        b_ih = p["bias_ih"] if self.bias else zero
-        b_hh = p["bias_hh"] if self.bias else zero
-        return (np.ascontiguousarray(p["weight_ih"]), np.ascontiguousarray(p["weight_hh"]),
-                np.ascontiguousarray(b_ih), np.ascontiguousarray(b_hh))
+    gates = 4
+    state_blocks = 2
 
     def _step(self, theta, h, x):
         return _lstm_step(*self._weights(theta), h, x)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import as_generator, check_choice, check_positive_int
+from ._checks import as_generator, check_bool, check_choice, check_positive_int
 
 __all__ = ["lyapunov_spectrum", "kaplan_yorke_dimension"]
 
@@ -72,8 +72,7 @@ def lyapunov_spectrum(lin, k=None, per_trial=False, *, transient=0, init="identi
     k = S if k is None else check_positive_int("k", k)
     if k > S:
         raise ValueError(f"k: expected at most the state size S={S}, got {k}")
-    if not isinstance(per_trial, (bool, np.bool_)):
-        raise TypeError(f"per_trial: expected a bool, got {per_trial!r}")
+    per_trial = check_bool("per_trial", per_trial)
     transient = check_positive_int("transient", transient, minimum=0)
     if transient >= T:
         raise ValueError(f"transient: expected fewer steps than T={T}, got {transient}")

@@ -123,6 +123,7 @@ from ._cell import Cell
 from ._checks import (
     as_generator,
     as_real_array,
+    check_bool,
     check_choice,
     check_positive_float,
     check_positive_int,
@@ -400,8 +401,7 @@ class ODECell(Cell):
             self._output_size = check_positive_int("output_size", output_size)
             if self._output_size > state_size:
                 raise ValueError(f"output_size: expected an integer <= state_size={state_size}, got {output_size}")
-        if not isinstance(check, (bool, np.bool_)):
-            raise TypeError(f"check: expected a bool, got {check!r}")
+        check = check_bool("check", check)
         if check:
             self.check_field(rng=0)
 

@@ -35,7 +35,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ._checks import check_positive_float, check_positive_int
+from ._checks import check_bool, check_positive_float, check_positive_int
 from ._jit import njit
 from ._ode import ODECell, VectorField
 
@@ -133,8 +133,7 @@ class RateField(VectorField):
         N = check_positive_int("input_size", input_size)
         H = check_positive_int("hidden_size", hidden_size)
         self.tau = check_positive_float("tau", tau)
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias: expected a bool, got {bias!r}")
+        bias = check_bool("bias", bias)
         self.bias = bool(bias)
         shapes = OrderedDict(weight_hh=(H, H), weight_ih=(H, N))
         if self.bias:

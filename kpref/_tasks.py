@@ -67,7 +67,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import as_generator, check_choice, check_positive_int
+from ._checks import as_generator, check_bool, check_choice, check_positive_int
 
 __all__ = [
     "MemoryProTrials",
@@ -201,12 +201,6 @@ def _check_memory_kwargs(fixation_steps, stimulus_steps, memory_steps, response_
     return kw
 
 
-def _check_flag(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected a bool, got {value!r} ({type(value).__name__})")
-    return bool(value)
-
-
 def memory_pro(batch_size, rng=None, *, anti=False, delay=False, fixation_steps=10, stimulus_steps=20,
                memory_steps=30, response_steps=30, grace_steps=5, noise_std=0.0):
     """A batch of memory-pro trials (or its anti / delay variants).
@@ -245,8 +239,8 @@ def memory_pro(batch_size, rng=None, *, anti=False, delay=False, fixation_steps=
     """
     batch_size = check_positive_int("batch_size", batch_size)
     rng = as_generator(rng)
-    anti = _check_flag("anti", anti)
-    delay = _check_flag("delay", delay)
+    anti = check_bool("anti", anti)
+    delay = check_bool("delay", delay)
     kw = _check_memory_kwargs(fixation_steps, stimulus_steps, memory_steps, response_steps, grace_steps,
                               noise_std)
     x, target, mask = _memory_family(batch_size, rng, np.full(batch_size, anti), np.full(batch_size, delay), **kw)
