@@ -174,6 +174,12 @@ class Cell(abc.ABC):
             (name, theta[a:b].reshape(self.param_shapes[name])) for name, (a, b) in self._offsets.items()
         )
 
+    def _view(self, theta, name):
+        """One parameter block of ``theta`` as a view (no checks, no copy): the hot-path
+        accessor of the per-step products, cheaper than building every view."""
+        a, b = self._offsets[name]
+        return theta[a:b].reshape(self.param_shapes[name])
+
     def flatten(self, params):
         """Flat float64 vector from a dict name → array (every name, exact shapes)."""
         if not hasattr(params, "keys"):

@@ -163,10 +163,10 @@ class Elman(TorchConventionCell):
         return (_elman_prepare(*self._weights(theta), h, x, self._act),)
 
     def _state_jvp(self, pt, V):
-        return _elman_state_jvp(self._weights(pt.theta)[1], pt.cache[0], np.ascontiguousarray(V))
+        return _elman_state_jvp(self._view(pt.theta, "weight_hh"), pt.cache[0], np.ascontiguousarray(V))
 
     def _state_vjp(self, pt, W):
-        return _elman_state_vjp(self._weights(pt.theta)[1], pt.cache[0], np.ascontiguousarray(W))
+        return _elman_state_vjp(self._view(pt.theta, "weight_hh"), pt.cache[0], np.ascontiguousarray(W))
 
     def _param_jvp(self, pt, dtheta):
         k = dtheta.shape[0]
@@ -198,7 +198,7 @@ class Elman(TorchConventionCell):
         return [(("weight_ih",), pt.x.copy(), D), (("weight_hh",), pt.h.copy(), D)]
 
     def _state_jacobian(self, pt):
-        w_hh = self._weights(pt.theta)[1]
+        w_hh = self._view(pt.theta, "weight_hh")
         return pt.cache[0][:, :, None] * w_hh[None, :, :]
 
     def __repr__(self):

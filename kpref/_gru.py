@@ -245,17 +245,13 @@ class GRU(TorchConventionCell):
     def _prepare(self, theta, h, x):
         return _gru_prepare(*self._weights(theta), np.ascontiguousarray(h), np.ascontiguousarray(x))
 
-    def _w_hh(self, theta):
-        a, b = self._offsets["weight_hh"]
-        return theta[a:b].reshape(3 * self.hidden_size, self.hidden_size)
-
     def _state_jvp(self, pt, V):
         c_r, c_z, c_n, _, u = pt.cache
-        return _gru_state_jvp(self._w_hh(pt.theta), c_r, c_z, c_n, u, np.ascontiguousarray(V))
+        return _gru_state_jvp(self._view(pt.theta, "weight_hh"), c_r, c_z, c_n, u, np.ascontiguousarray(V))
 
     def _state_vjp(self, pt, W):
         c_r, c_z, c_n, _, u = pt.cache
-        return _gru_state_vjp(self._w_hh(pt.theta), c_r, c_z, c_n, u, np.ascontiguousarray(W))
+        return _gru_state_vjp(self._view(pt.theta, "weight_hh"), c_r, c_z, c_n, u, np.ascontiguousarray(W))
 
     def _param_jvp(self, pt, dtheta):
         k = dtheta.shape[0]
@@ -284,7 +280,7 @@ class GRU(TorchConventionCell):
     def _state_jacobian(self, pt):
         c_r, c_z, c_n, _, u = pt.cache
         H = self.hidden_size
-        w = self._w_hh(pt.theta)
+        w = self._view(pt.theta, "weight_hh")
         A = (c_r[:, :, None] * w[None, :H] + c_z[:, :, None] * w[None, H:2 * H]
              + c_n[:, :, None] * w[None, 2 * H:])
         idx = np.arange(H)

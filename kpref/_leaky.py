@@ -195,10 +195,6 @@ class _AffineCell(Cell):
         return (np.ascontiguousarray(p["weight_hh"]), np.ascontiguousarray(p["weight_ih"]),
                 np.ascontiguousarray(b))
 
-    def _w_hh(self, theta):
-        a, b = self._offsets["weight_hh"]
-        return theta[a:b].reshape(self.hidden_size, self.hidden_size)
-
     def _param_block(self, dtheta):
         blk = self._unpack_block(dtheta)
         db = blk["bias"] if self.bias else np.zeros((dtheta.shape[0], self.hidden_size))
@@ -254,10 +250,10 @@ class LeakyRNN(_AffineCell):
         return _tanh_prepare(np.ascontiguousarray(h))   # (φ(h), d)
 
     def _state_jvp(self, pt, V):
-        return _leaky_state_jvp(self._w_hh(pt.theta), pt.cache[1], np.ascontiguousarray(V), self.alpha)
+        return _leaky_state_jvp(self._view(pt.theta, "weight_hh"), pt.cache[1], np.ascontiguousarray(V), self.alpha)
 
     def _state_vjp(self, pt, W):
-        return _leaky_state_vjp(self._w_hh(pt.theta), pt.cache[1], np.ascontiguousarray(W), self.alpha)
+        return _leaky_state_vjp(self._view(pt.theta, "weight_hh"), pt.cache[1], np.ascontiguousarray(W), self.alpha)
 
     def _param_jvp(self, pt, dtheta):
         return _affine_param_jvp(pt.cache[0], np.ascontiguousarray(pt.x), *self._param_block(dtheta), self.alpha)
@@ -268,7 +264,7 @@ class LeakyRNN(_AffineCell):
 
     def _state_jacobian(self, pt):
         H = self.hidden_size
-        A = self.alpha * (self._w_hh(pt.theta)[None, :, :] * pt.cache[1][:, None, :])
+        A = self.alpha * (self._view(pt.theta, "weight_hh")[None, :, :] * pt.cache[1][:, None, :])
         idx = np.arange(H)
         A[:, idx, idx] += 1.0 - self.alpha
         return A
@@ -311,10 +307,10 @@ class Linear(_AffineCell):
         return ()   # the products need only h, x and θ
 
     def _state_jvp(self, pt, V):
-        return _linear_state_jvp(self._w_hh(pt.theta), np.ascontiguousarray(V))
+        return _linear_state_jvp(self._view(pt.theta, "weight_hh"), np.ascontiguousarray(V))
 
     def _state_vjp(self, pt, W):
-        return _linear_state_vjp(self._w_hh(pt.theta), np.ascontiguousarray(W))
+        return _linear_state_vjp(self._view(pt.theta, "weight_hh"), np.ascontiguousarray(W))
 
     def _param_jvp(self, pt, dtheta):
         return _affine_param_jvp(np.ascontiguousarray(pt.h), np.ascontiguousarray(pt.x),
@@ -325,7 +321,7 @@ class Linear(_AffineCell):
                                                            np.ascontiguousarray(W), 1.0))
 
     def _state_jacobian(self, pt):
-        w = self._w_hh(pt.theta)
+        w = self._view(pt.theta, "weight_hh")
         return np.ascontiguousarray(np.broadcast_to(w, (pt.num_rows,) + w.shape))
 
     def _sites(self, pt):

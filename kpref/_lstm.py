@@ -248,11 +248,11 @@ class LSTM(TorchConventionCell):
 
     def _state_jvp(self, pt, V):
         act, tc = pt.cache
-        return _lstm_state_jvp(self._weights(pt.theta)[1], act, tc, self._prev_c(pt), np.ascontiguousarray(V))
+        return _lstm_state_jvp(self._view(pt.theta, "weight_hh"), act, tc, self._prev_c(pt), np.ascontiguousarray(V))
 
     def _state_vjp(self, pt, W):
         act, tc = pt.cache
-        return _lstm_state_vjp(self._weights(pt.theta)[1], act, tc, self._prev_c(pt), np.ascontiguousarray(W))
+        return _lstm_state_vjp(self._view(pt.theta, "weight_hh"), act, tc, self._prev_c(pt), np.ascontiguousarray(W))
 
     def _param_jvp(self, pt, dtheta):
         act, tc = pt.cache
