@@ -19,20 +19,13 @@ Command line: ``python -m kpref report [--quick]`` (the KPFlow experiments) and
 ``python -m kpref verify [--quick]`` (the oracle checks itself).
 """
 
-from ._cell import Cell, StepPoint
-from ._elman import Elman
-from ._gru import GRU
-from ._leaky import LeakyRNN, Linear
-from ._lstm import LSTM
-from ._ode import ODECell, VectorField
-from ._ode_rate import RateODE
-from ._simulate import simulate
-from ._linearization import Linearization, Loss, linearize, mse_loss
-from ._operators import todense
+from .cells import Cell, StepPoint, Elman, GRU, LeakyRNN, Linear, LSTM, simulate
+from .ode import ODECell, VectorField, RateODE
+from .operators import Linearization, Loss, linearize, mse_loss, todense
 from . import tasks
 from . import analysis
 from . import koopman
-from ._train import Checkpoint, Readout, TrainResult, init_readout, load_checkpoint, loss_and_gradient, train
+from .training import Checkpoint, Readout, TrainResult, init_readout, load_checkpoint, loss_and_gradient, train
 
 __all__ = [
     "Cell", "StepPoint", "Elman", "simulate",

@@ -12,15 +12,14 @@ def main(argv=None):
     p_verify = sub.add_parser("verify", help="the oracle checks itself on every cell and prints a table")
     p_verify.add_argument("--quick", action="store_true", help="fewer sizes and draws (under a minute)")
     p_verify.add_argument("--seed", type=int, default=0, help="seed of the random problems (default 0)")
-    from . import _report
-
+    from .experiments import _report
     _report.add_arguments(sub.add_parser("report", help="train small RNNs and show their dynamic collapse "
                                                         "with exact operators (figures + report.json)"))
     args = parser.parse_args(argv)
     if args.command == "report":
         return _report.main(args)
     if args.command == "verify":
-        from ._verify import run_verify
+        from .testing._verify import run_verify
 
         return run_verify(quick=args.quick, seed=args.seed)
     return 2  # pragma: no cover

@@ -10,7 +10,7 @@ from scipy.sparse.linalg import LinearOperator
 
 import kpref
 import kpref.analysis
-from kpref import _lyapunov, _partial_trace, _spectral, _traces
+from kpref.analysis import _lyapunov, _partial_trace, _spectral, _traces
 from kpref.analysis import (block_lanczos, effective_rank, participation_ratio, singular_values, spectrum,
                             variance_rank)
 

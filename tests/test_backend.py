@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import kpref
 import kpref.strategies as kst
-from kpref._backend import OPERATORS, describe_param_index, describe_state_index
+from kpref.testing._backend import OPERATORS, describe_param_index, describe_state_index
 from kpref.testing import OperatorCheck, Report, check_backend, reference_backend
 
 

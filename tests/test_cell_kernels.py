@@ -1,4 +1,4 @@
-"""The hand-derived kernels of the GRU, LeakyRNN and Linear cells (kpref/_gru.py, kpref/_leaky.py).
+"""The hand-derived kernels of the GRU, LeakyRNN and Linear cells (kpref/cells/_gru.py, kpref/cells/_leaky.py).
 
 For each cell, bias on and off, on random rows and blocks of k ≥ 2 vectors:
 

@@ -340,7 +340,7 @@ def test_conjugacy_test_is_reproducible_from_the_seed():
 
 
 def test_resampled_spectra_from_factors_match_the_direct_route():
-    from kpref._dmd import _SubsetEigenvalues
+    from kpref.koopman._dmd import _SubsetEigenvalues
 
     tr = kk.published_trajectories(T=40, grid_size=3)["mirror"]
     emb = list(kk.delay_embed(tr, 2))

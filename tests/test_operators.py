@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 import kpref
 import kpref.strategies as kst
 from kpref.testing import complex_step, dottest, taylor_test
-from kpref._simulate import _run
+from kpref.cells._simulate import _run
 
 STRATEGIES = ["matrix_free", "materialized"]
 
@@ -163,7 +163,7 @@ def test_a_wrong_adjoint_sweep_is_caught():
             L[:, t] = W[:, t] + lin._At_step(t, L[:, t + 1])  # should be t + 1
         return L
 
-    wrong = kpref._operators.NamedOperator(
+    wrong = kpref.operators._named.NamedOperator(
         "P_wrong", lin.P.shape, lin._P_matmat, lambda X: lin._to_flat(wrong_backward(lin._to_internal(X))), "P_wrong*")
     with pytest.raises(AssertionError, match="dottest"):
         dottest(wrong, rng=0)

@@ -1,6 +1,6 @@
 """Experiments (collapse, alignment) and the ``python -m kpref report`` command.
 
-The summaries of :mod:`kpref._experiments` are held against the exact
+The summaries of :mod:`kpref.experiments._experiments` are held against the exact
 definitions (dense matrices, :mod:`kpref.analysis`); the command is checked
 for its schema, its files and its handling of user mistakes. The full
 ``report --quick`` run is marked ``slow`` and ``report``.
@@ -20,8 +20,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import kpref
-from kpref import _experiments as ex
-from kpref import _report, analysis
+from kpref.experiments import _experiments as ex
+from kpref import analysis
+from kpref.experiments import _report
 from kpref.__main__ import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 import kpref
 from kpref import tasks
-from kpref._simulate import _run
-from kpref._train import (
+from kpref.cells._simulate import _run
+from kpref.training._train import (
     Readout,
     adam_update,
     init_readout,

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 import kpref
-from kpref._verify import run_verify, verify_cell
+from kpref.testing._verify import run_verify, verify_cell
 
 
 def test_verify_quick_passes_and_covers_every_builtin_cell():
@@ -45,7 +45,7 @@ def test_verify_cli_exit_status_zero():
 
 
 def test_run_verify_exit_status_one_on_any_failure(monkeypatch):
-    import kpref._verify as v
+    import kpref.testing._verify as v
 
     cell = kpref.Linear(2, 3)
     good = cell._state_vjp

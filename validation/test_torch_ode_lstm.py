@@ -5,7 +5,7 @@
   1e-12 relative, and the four step products ``A v``, ``Aᵀ w``, ``G δθ``,
   ``Σ_rows Gᵀ w`` against ``torch.func.jvp``/``vjp`` of the cell to 1e-10.
 * ``kpref.RateODE`` for Euler, midpoint and RK4 against the same integrator
-  written out in torch below (independently of :mod:`kpref._ode`): ``simulate``
+  written out in torch below (independently of :mod:`kpref.ode._ode`): ``simulate``
   and the four step products to 1e-10 relative (norm-wise).
 * the exact discrete gradient ``lin.grad`` against torch's backpropagation
   through the unrolled integrator, and the continuous adjoint's deviation from

@@ -20,7 +20,7 @@ differentiation, not from kpref's hand-derived products:
 Steps: ``Elman``, ``GRU`` and ``LSTM`` call ``torch.nn.RNNCell``/``GRUCell``/
 ``LSTMCell`` through ``torch.func.functional_call`` (so kpref is checked
 against torch's own cells); ``LeakyRNN``, ``Linear`` and ``RateODE`` (Euler,
-midpoint, RK4 written out here, independently of :mod:`kpref._ode`) are
+midpoint, RK4 written out here, independently of :mod:`kpref.ode._ode`) are
 written in torch. A user :class:`kpref.ODECell` has no torch counterpart.
 
 Mutations (``mutation=``), deliberate bugs that :func:`check_backend` must

@@ -1,0 +1,443 @@
+r"""Spectra and spectral summaries of operators (SPEC §6).
+
+Notes
+-----
+Definitions (``σ_i`` the singular values of ``A``, ``λ_i`` the eigenvalues of a
+symmetric ``M``):
+
+* participation ratio of a PSD ``M``: ``PR(M) = (tr M)² / tr(M²) = (Σλ)² / Σλ²``;
+* effective rank of any ``A``: ``PR(AAᵀ) = (Σσ²)² / Σσ⁴ = ‖A‖_F⁴ / ‖AᵀA‖_F²``;
+* variance rank ``r_q(A)``: the smallest ``k`` with ``Σ_{i≤k} σ_i² ≥ q Σ σ_i²``.
+
+*Dense* (exact) methods materialize the operator in column blocks (memory
+checked first, limit ``memory_limit``) and call LAPACK: ``eigvalsh`` for a
+symmetric operator (refused if ``‖M − Mᵀ‖_F > 1e-8 ‖M‖_F``; its symmetric
+part is used), ``svd`` otherwise.
+
+*Lanczos* (``spectrum``/``singular_values`` with ``k`` given and the operator
+too large for the dense route, or ``method='lanczos'``) is a thick-restart
+block Lanczos method (a block Krylov–Schur iteration) written here, because a
+kpref operator applies a whole block of vectors in one sweep over time: every
+product is ``op.matmat`` on ``b`` vectors (default ``b = min(max(⌈k/2⌉, 4), 32)``).
+
+1. ``P₀`` = orth(Gaussian ``n × b``). Repeat: append the pending block ``P``
+   to the basis ``V``; compute ``AP``; orthogonalize it against all of ``V``
+   twice (full reorthogonalization) — the coefficients fill the projected
+   matrix ``H = VᵀAV`` — and orthonormalize the rest into the next pending
+   block, ``AP − V C = P_next R`` (rank-deficient directions, e.g. an
+   invariant subspace found, are replaced by random ones).
+2. Rayleigh–Ritz: ``H Y = Y Θ``. The relation ``A V = V H + P_next R E_lastᵀ``
+   gives each Ritz pair's residual norm, ``‖R Y[last block, i]‖``, for free.
+3. When the ``k`` wanted residuals are below ``tol · max|θ|`` the Ritz vectors
+   are multiplied by ``A`` once more and the *true* residuals
+   ``‖A u − θ u‖`` checked. Otherwise, when the basis is full
+   (``max_basis`` columns), restart with the best ``keep`` Ritz vectors (the
+   relation keeps its form: ``A U = U Θ + P Bᵀ``).
+
+For a symmetric ``A`` each returned ``θ_i`` lies within ``‖A u_i − θ_i u_i‖``
+(``≤ tol · max|θ|``) of an eigenvalue of ``A``. ``singular_values`` runs the
+same iteration on the Gram operator of the smaller side (``AᵀA`` or ``AAᵀ``,
+two products per vector) and returns ``√θ``. ``method='arpack'`` calls
+SciPy's ``eigsh``/``svds`` instead (one product per ARPACK step, no blocks;
+a single-vector Krylov method finds the copies of a multiple eigenvalue only
+through rounding and may return another eigenvalue in their place, whereas
+block Lanczos with ``block_size`` at least the multiplicity finds them all).
+
+The randomized participation ratio and effective rank estimate their
+numerator and denominator traces independently (estimators and their errors
+in :mod:`kpref.analysis._traces`): ``PR``: ``tr M`` directly and ``tr(M²) = ‖M‖_F²`` in
+Gram form ``C = M``; effective rank: ``tr(AᵀA)`` in Gram form ``C = A`` and
+``tr((AᵀA)²) = ‖AᵀA‖_F²`` in Gram form ``C = AᵀA``. The error estimate of the
+ratio ``a²/b`` is ``(a²/b)·√((2 e_a/a)² + (e_b/b)²)`` (first order,
+independent parts).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from scipy.sparse.linalg import LinearOperator, eigsh, svds
+
+from .._checks import as_generator, check_choice, check_memory, check_positive_float, check_positive_int
+from ..operators._input import as_operator, materialize, symmetric_part_checked
+from ._traces import TraceTarget, check_method, direct_target, estimate, gram_target
+
+__all__ = [
+    "spectrum",
+    "singular_values",
+    "participation_ratio",
+    "effective_rank",
+    "variance_rank",
+    "block_lanczos",
+    "LanczosResult",
+    "DENSE_MAX_SIZE",
+]
+
+#: ``method='auto'`` materializes operators of at most this dimension (the smaller side for SVD).
+DENSE_MAX_SIZE = 2000
+#: Relative size of the most negative eigenvalue tolerated in a "PSD" operator (rounding).
+PSD_TOLERANCE = 1e-8
+_WHICH = ("LA", "SA", "LM")
+
+
+# ------------------------------------------------------------------------ block Lanczos
+
+
+class LanczosResult(NamedTuple):
+    """Result of :func:`block_lanczos`."""
+
+    values: np.ndarray         # (k,) ordered by ``which``
+    vectors: np.ndarray        # (n, k) orthonormal Ritz vectors
+    residual_norms: np.ndarray  # (k,) true ‖A u − θ u‖
+    n_products: int            # columns pushed through the operator
+    n_restarts: int
+
+
+def _order(theta, which):
+    if which == "LA":
+        return np.argsort(-theta, kind="stable")
+    if which == "SA":
+        return np.argsort(theta, kind="stable")
+    return np.argsort(-np.abs(theta), kind="stable")
+
+
+def _orthonormal_block(W, V, b, rng, drop):
+    """``W = P R`` with ``P`` (n, b) orthonormal and ⊥ ``V``; directions below ``drop`` replaced by random ones."""
+    U, s, Vt = np.linalg.svd(W, full_matrices=False)
+    r = int(np.sum(s > drop))
+    P = np.empty((W.shape[0], b))
+    R = np.zeros((b, b))
+    P[:, :r] = U[:, :r]
+    R[:r] = s[:r, None] * Vt[:r]
+    if r < b:
+        X = rng.standard_normal((W.shape[0], b - r))
+        for _ in range(2):
+            X -= V @ (V.T @ X)
+            X -= P[:, :r] @ (P[:, :r].T @ X)
+        P[:, r:], _ = np.linalg.qr(X)
+    return P, R
+
+
+def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, tol=1e-10,
+                  max_restarts=500, rng=None, memory_limit=None):
+    """Thick-restart block Lanczos for ``k`` extreme eigenpairs of a symmetric operator.
+
+    Parameters
+    ----------
+    matmat : callable
+        ``X (n, b) -> A X`` for the symmetric ``A``.
+    n, k : int
+    which : {'LA', 'SA', 'LM'}
+        Largest algebraic, smallest algebraic, largest magnitude.
+    block_size : int, optional
+        ``b``; default ``min(max(⌈k/2⌉, 4), 32)``.
+    max_basis : int, optional
+        Basis columns before a restart; default ``max(k + 3b, 6k)`` (at most
+        ``n − b``, at least ``k + 2b``). On the flat leading spectrum of ``K``
+        at initialization (GRU, H=128, B=2, T=90, k=20) the defaults need 3×
+        fewer products than ``b = k``, ``max_basis = k + 3b``.
+    tol : float
+        Relative residual ``‖A u − θ u‖ ≤ tol · max|θ|`` required of each pair
+        (at least 1e-14: rounding).
+    max_restarts : int
+    rng : None, int or Generator
+        Starting block.
+    memory_limit : int, optional
+        Bytes the basis (``n × max_basis``) may take.
+
+    Returns
+    -------
+    LanczosResult
+        The algorithm is in the notes of :mod:`kpref.analysis._spectral`.
+    """
+    rng = as_generator(rng)
+    tol = check_positive_float("tol", tol)
+    if tol < 1e-14:
+        raise ValueError(f"tol: expected at least 1e-14 (rounding limits the residual), got {tol}")
+    k = check_positive_int("k", k)
+    b = min(max(-(-k // 2), 4), 32) if block_size is None else check_positive_int("block_size", block_size)
+    if max_basis is None:
+        max_basis = min(max(k + 3 * b, 6 * k), n - b)
+    else:
+        max_basis = check_positive_int("max_basis", max_basis)
+    max_basis = max(max_basis, k + 2 * b)
+    if max_basis + b > n:
+        raise ValueError(
+            f"k: block Lanczos with k={k}, block_size={b} needs an operator of dimension above "
+            f"{max_basis + b}, got {n}; use method='dense'"
+        )
+    check_memory("block Lanczos basis", 8 * n * (max_basis + 2 * b), memory_limit)
+    keep = min(max_basis - b, max(k, (max_basis - b + k) // 2))
+    V = np.empty((n, max_basis))
+    H = np.zeros((max_basis, max_basis))
+    P, _ = _orthonormal_block(rng.standard_normal((n, b)), V[:, :0], b, rng, 0.0)
+    m = 0
+    products = 0
+    restarts = 0
+    scale = 0.0
+    while True:
+        AP = np.asarray(matmat(P), dtype=np.float64)
+        products += b
+        V[:, m:m + b] = P
+        Vb = V[:, :m + b]
+        C = Vb.T @ AP
+        W = AP - Vb @ C
+        C2 = Vb.T @ W            # second pass of classical Gram–Schmidt
+        W -= Vb @ C2
+        C += C2
+        H[:m, m:m + b] = C[:m]
+        H[m:m + b, :m] = C[:m].T
+        H[m:m + b, m:m + b] = 0.5 * (C[m:] + C[m:].T)
+        m += b
+        theta, Y = np.linalg.eigh(H[:m, :m])
+        order = _order(theta, which)
+        theta, Y = theta[order], Y[:, order]
+        scale = max(scale, float(np.abs(theta).max()), float(np.linalg.norm(AP, axis=0).max()))
+        P, R = _orthonormal_block(W, Vb, b, rng, 1e-13 * max(scale, np.finfo(float).tiny))
+        threshold = tol * scale
+        estimated = np.linalg.norm(R @ Y[m - b:m, :k], axis=0)
+        if np.all(estimated <= threshold):
+            U = V[:, :m] @ Y[:, :k]
+            AU = np.asarray(matmat(U), dtype=np.float64)
+            products += k
+            true_res = np.linalg.norm(AU - U * theta[:k], axis=0)
+            if np.all(true_res <= threshold) or scale == 0.0:
+                return LanczosResult(theta[:k].copy(), U, true_res, products, restarts)
+        if m + b > max_basis:
+            if restarts >= max_restarts:
+                raise RuntimeError(
+                    f"block Lanczos: no convergence after {restarts} restarts and {products} products; "
+                    f"residuals {np.array2string(estimated, precision=2)} against the threshold {threshold:.2e} "
+                    "(tol · max|θ|); raise max_restarts, max_basis or block_size, or use method='dense'"
+                )
+            U = V[:, :m] @ Y[:, :keep]
+            V[:, :keep] = U
+            H[:] = 0.0
+            H[np.arange(keep), np.arange(keep)] = theta[:keep]
+            m = keep
+            restarts += 1
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _check_k(k, n):
+    if k is None:
+        return None
+    k = check_positive_int("k", k)
+    if k > n:
+        raise ValueError(f"k: expected at most the operator's dimension {n}, got {k}")
+    return k
+
+
+def _scipy_operator(n_out, n_in, matmat):
+    return LinearOperator((n_out, n_in), matvec=lambda x: matmat(np.reshape(x, (-1, 1)))[:, 0],
+                          matmat=matmat, dtype=np.float64)
+
+
+def _dense_symmetric(chk, memory_limit):
+    return symmetric_part_checked(chk.name, materialize(chk, memory_limit))
+
+
+# ------------------------------------------------------------------------------- public
+
+
+def spectrum(op, k=None, which="LA", *, method="auto", tol=1e-10, block_size=None, max_basis=None,
+             rng=None, memory_limit=None):
+    """Eigenvalues of a symmetric operator: all (dense) or ``k`` extreme ones.
+
+    Parameters
+    ----------
+    op : LinearOperator, 2-D float array or sparse matrix (square, symmetric)
+    k : int, optional
+        Number of eigenvalues; ``None`` returns all of them (dense).
+    which : {'LA', 'SA', 'LM'}
+        Largest algebraic (default), smallest algebraic, largest magnitude;
+        also the order of the result (first = most extreme).
+    method : {'auto', 'dense', 'lanczos', 'arpack'}
+        ``'auto'``: dense when ``k`` is ``None`` or the dimension is at most
+        :data:`DENSE_MAX_SIZE` (2000), block Lanczos otherwise.
+    tol : float
+        Lanczos/ARPACK relative residual tolerance (eigenvalues within
+        ``tol · max|λ|``).
+    block_size, max_basis : int, optional
+        Lanczos block size and basis size (see :func:`block_lanczos`).
+    rng : None, int or Generator
+        Lanczos/ARPACK starting vectors.
+    memory_limit : int, optional
+        Bytes a dense copy (or the Lanczos basis) may take.
+
+    Returns
+    -------
+    (k,) or (n,) float64 array, ordered by ``which``
+    """
+    chk = as_operator("op", op, square=True)
+    n = chk.shape[0]
+    check_choice("which", which, _WHICH)
+    check_choice("method", method, ("auto", "dense", "lanczos", "arpack"))
+    k = _check_k(k, n)
+    if method == "auto":
+        method = "dense" if (k is None or n <= DENSE_MAX_SIZE) else "lanczos"
+    if k is None and method != "dense":
+        raise ValueError(f"k: expected an integer with method={method!r} (all eigenvalues need method='dense')")
+    if method == "dense":
+        lam = np.linalg.eigvalsh(_dense_symmetric(chk, memory_limit))
+        lam = lam[_order(lam, which)]
+        return lam if k is None else lam[:k].copy()
+    if method == "lanczos":
+        return block_lanczos(chk.matmat, n, k, which, block_size=block_size, max_basis=max_basis, tol=tol,
+                             rng=rng, memory_limit=memory_limit).values
+    gen = as_generator(rng)
+    lam = eigsh(_scipy_operator(n, n, chk.matmat), k=k, which=which, tol=tol, v0=gen.standard_normal(n),
+                return_eigenvectors=False)
+    return lam[_order(lam, which)]
+
+
+def singular_values(op, k=None, *, method="auto", tol=1e-10, block_size=None, max_basis=None, rng=None,
+                    memory_limit=None):
+    """Singular values of an operator, descending: all (dense SVD) or the ``k`` largest.
+
+    Parameters
+    ----------
+    op : LinearOperator, 2-D float array or sparse matrix
+    k : int, optional
+        ``None`` returns all ``min(n_out, n_in)`` of them.
+    method : {'auto', 'dense', 'lanczos', 'arpack'}
+        ``'auto'``: dense when ``k`` is ``None`` or the smaller dimension is at
+        most :data:`DENSE_MAX_SIZE`; ``'lanczos'``: block Lanczos on the Gram
+        operator of the smaller side (``σ² = θ``; relative accuracy of ``σ_i``
+        about ``tol · σ_max² / (2 σ_i²)``); ``'arpack'``: ``scipy.sparse.linalg.svds``.
+    tol, block_size, max_basis, rng, memory_limit
+        As in :func:`spectrum`.
+    """
+    chk = as_operator("op", op)
+    n_out, n_in = chk.shape
+    small = min(n_out, n_in)
+    check_choice("method", method, ("auto", "dense", "lanczos", "arpack"))
+    k = _check_k(k, small)
+    if method == "auto":
+        method = "dense" if (k is None or small <= DENSE_MAX_SIZE) else "lanczos"
+    if k is None and method != "dense":
+        raise ValueError(f"k: expected an integer with method={method!r} (all singular values need method='dense')")
+    if method == "dense":
+        s = np.linalg.svd(materialize(chk, memory_limit), compute_uv=False)
+        return s if k is None else s[:k].copy()
+    if method == "lanczos":
+        gram = chk.gram_matmat if n_in <= n_out else (lambda X: chk.matmat(chk.rmatmat(X)))
+        lam = block_lanczos(gram, small, k, "LA", block_size=block_size, max_basis=max_basis, tol=tol, rng=rng,
+                            memory_limit=memory_limit).values
+        return np.sqrt(np.maximum(lam, 0.0))
+    gen = as_generator(rng)
+    lin = LinearOperator((n_out, n_in), matvec=lambda x: chk.matmat(np.reshape(x, (-1, 1)))[:, 0],
+                         rmatvec=lambda x: chk.rmatmat(np.reshape(x, (-1, 1)))[:, 0],
+                         matmat=chk.matmat, rmatmat=chk.rmatmat, dtype=np.float64)
+    s = svds(lin, k=k, tol=tol, v0=gen.standard_normal(small), return_singular_vectors=False)
+    return np.sort(s)[::-1].copy()
+
+
+def _ratio_with_error(a, ea, b, eb, return_error):
+    value = a * a / b
+    err = abs(value) * np.sqrt((2.0 * ea / a) ** 2 + (eb / b) ** 2) if a != 0 else float("nan")
+    return (float(value), float(err)) if return_error else float(value)
+
+
+def participation_ratio(op, method="exact", n_probes=None, rng=None, *, return_error=False, memory_limit=None):
+    """Participation ratio ``PR(M) = (tr M)² / tr(M²)`` of a symmetric PSD operator.
+
+    Parameters
+    ----------
+    op : LinearOperator, 2-D float array or sparse matrix (square, symmetric PSD)
+    method : {'exact', 'hutchinson', 'hutch++', 'xtrace'}
+        ``'exact'`` materializes ``op`` and uses its eigenvalues (and refuses
+        a non-symmetric operator or one with an eigenvalue below
+        ``−1e-8 · max|λ|``); the randomized methods estimate ``tr M`` and
+        ``tr(M²)`` with ``n_probes`` products each (module notes).
+    n_probes, rng, return_error, memory_limit
+        As in :func:`kpref.analysis.trace`.
+
+    Returns
+    -------
+    float in [1, rank M] (exact), or (float, float) with ``return_error``
+    """
+    chk = as_operator("op", op, square=True)
+    n_probes, gen = check_method(method, n_probes, rng)
+    if method == "exact":
+        lam = np.linalg.eigvalsh(_dense_symmetric(chk, memory_limit))
+        top = np.abs(lam).max()
+        if top == 0.0:
+            raise ValueError("op: the participation ratio of the zero operator is undefined (0/0)")
+        if lam[0] < -PSD_TOLERANCE * top:
+            raise ValueError(
+                f"op: expected a positive semidefinite operator, got eigenvalue {lam[0]:.3e} "
+                f"(largest magnitude {top:.3e}); for any operator A use effective_rank(A) = PR(AAᵀ)"
+            )
+        value = float(lam.sum() ** 2 / np.sum(lam * lam))
+        return (value, 0.0) if return_error else value
+    tr = estimate(method, direct_target(chk), n_probes, gen)
+    sq = estimate(method, TraceTarget(chk.shape[0], factor=chk.matmat, factor_adjoint=chk.rmatmat), n_probes, gen)
+    if sq.value <= 0.0:
+        raise ValueError(f"op: the estimate of tr(M²) is {sq.value!r}; the participation ratio is undefined")
+    return _ratio_with_error(tr.value, tr.error, sq.value, sq.error, return_error)
+
+
+def effective_rank(op, method="exact", n_probes=None, rng=None, *, return_error=False, memory_limit=None):
+    """Effective rank ``PR(AAᵀ) = (Σσ²)² / Σσ⁴ = ‖A‖_F⁴ / ‖AᵀA‖_F²`` of any operator.
+
+    Parameters
+    ----------
+    op : LinearOperator, 2-D float array or sparse matrix
+    method : {'exact', 'hutchinson', 'hutch++', 'xtrace'}
+        ``'exact'``: dense SVD. Randomized: ``tr(AᵀA)`` (Gram form, ``C = A``)
+        and ``tr((AᵀA)²)`` (Gram form, ``C = AᵀA``) with ``n_probes`` products
+        of each ``M`` (module notes); ``op`` must provide ``rmatmat``.
+    n_probes, rng, return_error, memory_limit
+        As in :func:`kpref.analysis.trace`.
+
+    Returns
+    -------
+    float in [1, rank A] (exact), or (float, float) with ``return_error``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kpref.analysis import effective_rank
+    >>> effective_rank(np.diag([1.0, 1.0, 0.0]))
+    2.0
+    >>> round(effective_rank(np.diag([2.0, 1.0])), 4)      # (4 + 1)² / (16 + 1)
+    1.4706
+    """
+    chk = as_operator("op", op)
+    n_probes, gen = check_method(method, n_probes, rng)
+    if method == "exact":
+        s2 = np.linalg.svd(materialize(chk, memory_limit), compute_uv=False) ** 2
+        if s2[0] == 0.0:
+            raise ValueError("op: the effective rank of the zero operator is undefined (0/0)")
+        value = float(s2.sum() ** 2 / np.sum(s2 * s2))
+        return (value, 0.0) if return_error else value
+    fro = estimate(method, gram_target(chk), n_probes, gen)
+    gram4 = estimate(method, TraceTarget(chk.shape[1], factor=chk.gram_matmat, factor_adjoint=chk.gram_matmat),
+                     n_probes, gen)
+    if gram4.value <= 0.0:
+        raise ValueError(f"op: the estimate of ‖AᵀA‖_F² is {gram4.value!r}; the effective rank is undefined")
+    return _ratio_with_error(fro.value, fro.error, gram4.value, gram4.error, return_error)
+
+
+def variance_rank(op, q=0.95, *, memory_limit=None):
+    """Variance rank ``r_q(A)``: the smallest ``k`` with ``Σ_{i≤k} σ_i² ≥ q Σ_i σ_i²`` (dense SVD).
+
+    Parameters
+    ----------
+    op : LinearOperator, 2-D float array or sparse matrix
+    q : float in (0, 1]
+        Fraction of ``‖A‖_F²`` to capture (default 0.95). ``q = 1`` counts
+        every nonzero singular value, rounding included.
+    memory_limit : int, optional
+    """
+    chk = as_operator("op", op)
+    q = check_positive_float("q", q, upper=1.0)
+    s2 = np.linalg.svd(materialize(chk, memory_limit), compute_uv=False) ** 2
+    if s2[0] == 0.0:
+        raise ValueError("op: the variance rank of the zero operator is undefined")
+    cum = np.cumsum(s2)
+    return int(np.searchsorted(cum, q * cum[-1], side="left") + 1)

@@ -1,0 +1,14 @@
+"""Discrete recurrent cells: one step ``h_t = F(h_{t-1}, x_t; θ)`` and its four linear products (SPEC §2–3).
+
+:class:`Cell` is the contract a new cell fills in; :func:`simulate` runs any
+cell over a batch of trajectories.
+"""
+
+from ._cell import Cell, StepPoint
+from ._elman import Elman
+from ._gru import GRU
+from ._leaky import LeakyRNN, Linear
+from ._lstm import LSTM
+from ._simulate import simulate
+
+__all__ = ["Cell", "StepPoint", "Elman", "GRU", "LSTM", "LeakyRNN", "Linear", "simulate"]

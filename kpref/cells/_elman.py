@@ -1,0 +1,207 @@
+r"""Elman cell (``torch.nn.RNNCell``) with hand-derived tangents and adjoints.
+
+Notes
+-----
+Symbols as in SPEC §2–3; rows ``m`` (trials, or (trial, step) pairs) are
+independent, so every equation is per row. ``φ`` is tanh or ReLU.
+
+Forward step::
+
+    a  = W_ih x + b_ih + W_hh h + b_hh          (pre-activation)
+    h' = φ(a)
+
+Let ``d = φ'(a)`` (tanh: ``1 - h'²``; ReLU: ``1`` if ``a > 0`` else ``0``,
+torch's convention at 0). Then
+
+State tangent (``A v``)::
+
+    A v = d ⊙ (W_hh v)
+
+State adjoint (``Aᵀ w``)::
+
+    Aᵀ w = W_hhᵀ (d ⊙ w)
+
+Parameter tangent (``G δθ``, ``h`` fixed)::
+
+    G δθ = d ⊙ (δW_ih x + δb_ih + δW_hh h + δb_hh)
+
+Parameter adjoint (``Gᵀ w`` summed over rows, with ``g = d ⊙ w``)::
+
+    δW_ih = Σ_m g_m x_mᵀ,   δW_hh = Σ_m g_m h_mᵀ,   δb_ih = δb_hh = Σ_m g_m
+
+Dense Jacobian: ``A = diag(d) W_hh``.
+
+Weight sites (K's Kronecker form, SPEC §3): ``(W_ih, b_ih)`` reads ``[x, 1]``
+and ``(W_hh, b_hh)`` reads ``[h, 1]``; both feed the pre-activation ``a``, so
+``D = ∂F/∂a = diag(d)`` for both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._cell import TorchConventionCell
+from .._checks import check_choice
+from .._jit import njit
+
+__all__ = ["Elman"]
+
+_TANH, _RELU = 0, 1
+
+
+@njit
+def _elman_step(w_ih, w_hh, b_ih, b_hh, h, x, act):
+    M, H = h.shape
+    a = np.dot(x, w_ih.T) + np.dot(h, w_hh.T)
+    out = np.empty_like(a)
+    for m in range(M):
+        for i in range(H):
+            s = a[m, i] + b_ih[i] + b_hh[i]
+            if act == _TANH:
+                out[m, i] = np.tanh(s)
+            else:
+                out[m, i] = s if s.real > 0.0 else 0.0 * s
+    return out
+
+
+@njit
+def _elman_prepare(w_ih, w_hh, b_ih, b_hh, h, x, act):
+    M, H = h.shape
+    a = np.dot(x, w_ih.T) + np.dot(h, w_hh.T)
+    d = np.empty_like(a)
+    for m in range(M):
+        for i in range(H):
+            s = a[m, i] + b_ih[i] + b_hh[i]
+            if act == _TANH:
+                t = np.tanh(s)
+                d[m, i] = 1.0 - t * t
+            else:
+                d[m, i] = 1.0 if s > 0.0 else 0.0
+    return d
+
+
+@njit
+def _elman_state_jvp(w_hh, d, V):
+    k, M, H = V.shape
+    # A v = d ⊙ (W_hh v), all k·M vectors in one GEMM
+    Y = np.dot(V.reshape((k * M, H)), w_hh.T)
+    out = np.empty((k, M, H))
+    for j in range(k):
+        for m in range(M):
+            for i in range(H):
+                out[j, m, i] = d[m, i] * Y[j * M + m, i]
+    return out
+
+
+@njit
+def _elman_state_vjp(w_hh, d, W):
+    k, M, H = W.shape
+    g = np.empty((k * M, H))
+    for j in range(k):
+        for m in range(M):
+            for i in range(H):
+                g[j * M + m, i] = d[m, i] * W[j, m, i]   # transposes: out = d ⊙ (...)
+    # transposes: W_hh v
+    return np.dot(g, w_hh).reshape((k, M, H))
+
+
+@njit
+def _elman_param_jvp(h, x, d, dw_ih, dw_hh, db_ih, db_hh):
+    k = dw_ih.shape[0]
+    M, H = h.shape
+    out = np.empty((k, M, H))
+    for j in range(k):
+        a = np.dot(x, dw_ih[j].T) + np.dot(h, dw_hh[j].T)
+        for m in range(M):
+            for i in range(H):
+                out[j, m, i] = d[m, i] * (a[m, i] + db_ih[j, i] + db_hh[j, i])
+    return out
+
+
+@njit
+def _elman_param_vjp(h, x, d, W):
+    k, M, H = W.shape
+    N = x.shape[1]
+    dw_ih = np.empty((k, H, N))
+    dw_hh = np.empty((k, H, H))
+    db = np.zeros((k, H))
+    g = np.empty((M, H))
+    for j in range(k):
+        for m in range(M):
+            for i in range(H):
+                g[m, i] = d[m, i] * W[j, m, i]       # transposes: out = d ⊙ (...)
+                db[j, i] += g[m, i]                  # transposes: + δb_ih + δb_hh
+        dw_ih[j] = np.dot(g.T, x)                    # transposes: δW_ih x
+        dw_hh[j] = np.dot(g.T, h)                    # transposes: δW_hh h
+    return dw_ih, dw_hh, db
+
+
+class Elman(TorchConventionCell):
+    """Elman RNN cell, ``h' = φ(W_ih x + b_ih + W_hh h + b_hh)`` (``torch.nn.RNNCell``).
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+        ``N`` and ``H``.
+    nonlinearity : {'tanh', 'relu'}
+    bias : bool
+        ``False`` removes ``bias_ih`` and ``bias_hh``.
+
+    The equations of the step and of its tangents and adjoints are in the
+    module docstring of :mod:`kpref.cells._elman`.
+    """
+
+    def __init__(self, input_size, hidden_size, nonlinearity="tanh", bias=True):
+        self.nonlinearity = check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
+        super().__init__(input_size, hidden_size, bias)
+        self._act = _TANH if self.nonlinearity == "tanh" else _RELU
+
+    def _step(self, theta, h, x):
+        return _elman_step(*self._weights(theta), h, x, self._act)
+
+    def _prepare(self, theta, h, x):
+        return (_elman_prepare(*self._weights(theta), h, x, self._act),)
+
+    def _state_jvp(self, pt, V):
+        return _elman_state_jvp(self._view(pt.theta, "weight_hh"), pt.cache[0], np.ascontiguousarray(V))
+
+    def _state_vjp(self, pt, W):
+        return _elman_state_vjp(self._view(pt.theta, "weight_hh"), pt.cache[0], np.ascontiguousarray(W))
+
+    def _param_jvp(self, pt, dtheta):
+        k = dtheta.shape[0]
+        blk = self._unpack_block(dtheta)
+        zero = np.zeros((k, self.hidden_size))
+        return _elman_param_jvp(np.ascontiguousarray(pt.h), np.ascontiguousarray(pt.x), pt.cache[0],
+                                blk["weight_ih"], blk["weight_hh"],
+                                blk.get("bias_ih", zero), blk.get("bias_hh", zero))
+
+    def _param_vjp(self, pt, W):
+        k = W.shape[0]
+        dw_ih, dw_hh, db = _elman_param_vjp(np.ascontiguousarray(pt.h), np.ascontiguousarray(pt.x),
+                                            pt.cache[0], np.ascontiguousarray(W))
+        blocks = {"weight_ih": dw_ih, "weight_hh": dw_hh}
+        if self.bias:
+            blocks["bias_ih"] = db
+            blocks["bias_hh"] = db
+        return self._pack_block(blocks, k)
+
+    def _sites(self, pt):
+        """Weight sites ``(names, activity, D)`` of K's Kronecker form (see the module notes)."""
+        M, H = pt.h.shape
+        D = np.zeros((M, H, H))
+        D[:, np.arange(H), np.arange(H)] = pt.cache[0]
+        ones = np.ones((M, 1))
+        if self.bias:
+            return [(("weight_ih", "bias_ih"), np.hstack([pt.x, ones]), D),
+                    (("weight_hh", "bias_hh"), np.hstack([pt.h, ones]), D)]
+        return [(("weight_ih",), pt.x.copy(), D), (("weight_hh",), pt.h.copy(), D)]
+
+    def _state_jacobian(self, pt):
+        w_hh = self._view(pt.theta, "weight_hh")
+        return pt.cache[0][:, :, None] * w_hh[None, :, :]
+
+    def __repr__(self):
+        return (f"Elman(input_size={self.input_size}, hidden_size={self.hidden_size}, "
+                f"nonlinearity={self.nonlinearity!r}, bias={self.bias})")
+

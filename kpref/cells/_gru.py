@@ -1,0 +1,312 @@
+r"""GRU cell (``torch.nn.GRUCell``) with hand-derived tangents and adjoints.
+
+Notes
+-----
+Symbols as in SPEC §2–3; rows ``m`` (trials, or (trial, step) pairs) are
+independent, so every equation is per row. ``σ`` is the logistic function,
+``⊙`` the elementwise product. The gate blocks of ``weight_ih`` (3H, N),
+``weight_hh`` (3H, H), ``bias_ih`` and ``bias_hh`` (3H) are stacked
+``[r; z; n]`` as in torch; ``W_hr``, ``W_hz``, ``W_hn`` are the three H×H
+blocks of ``W_hh`` (likewise ``W_ir``, ``b_ir``, …).
+
+Forward step::
+
+    gi = W_ih x + b_ih,   gh = W_hh h + b_hh          (3H each: [·_r; ·_z; ·_n])
+    r  = σ(gi_r + gh_r)
+    u  = σ(gi_z + gh_z)                               (torch's "z", the update gate)
+    n  = tanh(gi_n + r ⊙ gh_n)
+    h' = (1 − u) ⊙ n + u ⊙ h
+
+State tangent (``A v``; ``gi`` does not depend on ``h``)::
+
+    δgh = W_hh v                                      (one GEMM, all three blocks)
+    δr  = r(1 − r) ⊙ δgh_r
+    δu  = u(1 − u) ⊙ δgh_z
+    δn  = (1 − n²) ⊙ (r ⊙ δgh_n + δr ⊙ gh_n)
+    A v = (1 − u) ⊙ δn + (h − n) ⊙ δu + u ⊙ v
+
+State adjoint (``Aᵀ w``)::
+
+    n̄   = (1 − u) ⊙ w,      ū = (h − n) ⊙ w
+    ān  = (1 − n²) ⊙ n̄                                (cotangent of n's pre-activation)
+    r̄   = gh_n ⊙ ān
+    ḡh  = [r(1 − r) ⊙ r̄;  u(1 − u) ⊙ ū;  r ⊙ ān]
+    Aᵀ w = W_hhᵀ ḡh + u ⊙ w                           (one GEMM)
+
+Parameter tangent (``G δθ``, ``h`` fixed)::
+
+    δgi = δW_ih x + δb_ih,   δgh = δW_hh h + δb_hh
+    δr  = r(1 − r) ⊙ (δgi_r + δgh_r)
+    δu  = u(1 − u) ⊙ (δgi_z + δgh_z)
+    δn  = (1 − n²) ⊙ (δgi_n + r ⊙ δgh_n + δr ⊙ gh_n)
+    G δθ = (1 − u) ⊙ δn + (h − n) ⊙ δu
+
+Parameter adjoint (``Σ_rows Gᵀ w``; ``ān``, ``r̄``, ``ū`` as in the state
+adjoint)::
+
+    ḡi = [r(1 − r) ⊙ r̄;  u(1 − u) ⊙ ū;  ān]
+    ḡh = [r(1 − r) ⊙ r̄;  u(1 − u) ⊙ ū;  r ⊙ ān]
+    δW_ih = Σ_m ḡi_m x_mᵀ,  δb_ih = Σ_m ḡi_m,  δW_hh = Σ_m ḡh_m h_mᵀ,  δb_hh = Σ_m ḡh_m
+
+What the products use (the cache of :meth:`GRU.point`, per row, (M, H) each):
+the chain rule above collapses into five coefficients, the derivatives of
+``h'`` with respect to the pre-activations::
+
+    c_r = ∂h'/∂gi_r = ∂h'/∂gh_r = (1 − u)(1 − n²) gh_n r(1 − r)
+    c_z = ∂h'/∂gi_z = ∂h'/∂gh_z = (h − n) u(1 − u)
+    d_n = ∂h'/∂gi_n             = (1 − u)(1 − n²)
+    c_n = ∂h'/∂gh_n             = (1 − u)(1 − n²) r
+    u   = ∂h'/∂h  (direct path)
+
+so that ``A v = c_r ⊙ δgh_r + c_z ⊙ δgh_z + c_n ⊙ δgh_n + u ⊙ v`` and
+``Aᵀ w = W_hhᵀ [c_r ⊙ w; c_z ⊙ w; c_n ⊙ w] + u ⊙ w``, and likewise for the
+parameter products (``ḡi = [c_r; c_z; d_n] ⊙ w``, ``ḡh = [c_r; c_z; c_n] ⊙ w``).
+The kernels implement these collapsed forms; they are the equations above
+with the products of scalar factors taken once per row.
+
+Dense Jacobian: ``A = diag(c_r) W_hr + diag(c_z) W_hz + diag(c_n) W_hn + diag(u)``.
+
+Weight sites (K's Kronecker form, SPEC §3): ``(W_ih, b_ih)`` reads ``[x, 1]``
+with ``D = ∂h'/∂gi = [diag(c_r), diag(c_z), diag(d_n)]`` (H × 3H), and
+``(W_hh, b_hh)`` reads ``[h, 1]`` with ``D = ∂h'/∂gh = [diag(c_r), diag(c_z),
+diag(c_n)]``.
+
+Initialization: ``init_params(g=...)`` redraws the whole ``weight_hh`` i.i.d.
+``N(0, g²/H)``, i.e. each of its three H×H gate blocks ``W_hr``, ``W_hz``,
+``W_hn`` independently with that law; everything else keeps torch's
+``U(−1/√H, 1/√H)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._cell import TorchConventionCell
+from .._jit import njit
+
+__all__ = ["GRU"]
+
+
+@njit
+def _gru_step(w_ih, w_hh, b_ih, b_hh, h, x):
+    """F for float64 or complex128 arrays (complex step)."""
+    M, H = h.shape
+    gi = np.dot(x, w_ih.T)
+    gh = np.dot(h, w_hh.T)
+    out = np.empty_like(h)
+    for m in range(M):
+        for i in range(H):
+            r = 1.0 / (1.0 + np.exp(-(gi[m, i] + b_ih[i] + gh[m, i] + b_hh[i])))
+            u = 1.0 / (1.0 + np.exp(-(gi[m, H + i] + b_ih[H + i] + gh[m, H + i] + b_hh[H + i])))
+            n = np.tanh(gi[m, 2 * H + i] + b_ih[2 * H + i] + r * (gh[m, 2 * H + i] + b_hh[2 * H + i]))
+            out[m, i] = (1.0 - u) * n + u * h[m, i]
+    return out
+
+
+@njit
+def _gru_prepare(w_ih, w_hh, b_ih, b_hh, h, x):
+    """The five (M, H) coefficients c_r, c_z, c_n, d_n, u of the module notes."""
+    M, H = h.shape
+    gi = np.dot(x, w_ih.T)
+    gh = np.dot(h, w_hh.T)
+    c_r = np.empty((M, H))
+    c_z = np.empty((M, H))
+    c_n = np.empty((M, H))
+    d_n = np.empty((M, H))
+    uu = np.empty((M, H))
+    for m in range(M):
+        for i in range(H):
+            r = 1.0 / (1.0 + np.exp(-(gi[m, i] + b_ih[i] + gh[m, i] + b_hh[i])))
+            u = 1.0 / (1.0 + np.exp(-(gi[m, H + i] + b_ih[H + i] + gh[m, H + i] + b_hh[H + i])))
+            gh_n = gh[m, 2 * H + i] + b_hh[2 * H + i]
+            n = np.tanh(gi[m, 2 * H + i] + b_ih[2 * H + i] + r * gh_n)
+            dn = (1.0 - u) * (1.0 - n * n)
+            d_n[m, i] = dn
+            c_n[m, i] = dn * r
+            c_r[m, i] = dn * gh_n * r * (1.0 - r)
+            c_z[m, i] = (h[m, i] - n) * u * (1.0 - u)
+            uu[m, i] = u
+    return c_r, c_z, c_n, d_n, uu
+
+
+@njit
+def _gru_state_jvp(w_hh, c_r, c_z, c_n, u, V):
+    k, M, H = V.shape
+    # δgh = W_hh v for all k·M vectors and all three gate blocks: one GEMM
+    Y = np.dot(V.reshape((k * M, H)), w_hh.T)
+    out = np.empty((k, M, H))
+    for j in range(k):
+        for m in range(M):
+            q = j * M + m
+            for i in range(H):
+                # A v = c_r δgh_r + c_z δgh_z + c_n δgh_n + u v
+                out[j, m, i] = (c_r[m, i] * Y[q, i] + c_z[m, i] * Y[q, H + i]
+                                + c_n[m, i] * Y[q, 2 * H + i] + u[m, i] * V[j, m, i])
+    return out
+
+
+@njit
+def _gru_state_vjp(w_hh, c_r, c_z, c_n, u, W):
+    k, M, H = W.shape
+    g = np.empty((k * M, 3 * H))
+    for j in range(k):
+        for m in range(M):
+            q = j * M + m
+            for i in range(H):
+                w = W[j, m, i]
+                g[q, i] = c_r[m, i] * w          # transposes: c_r δgh_r
+                g[q, H + i] = c_z[m, i] * w      # transposes: c_z δgh_z
+                g[q, 2 * H + i] = c_n[m, i] * w  # transposes: c_n δgh_n
+    # transposes: δgh = W_hh v (one GEMM)
+    out = np.dot(g, w_hh).reshape((k, M, H))
+    for j in range(k):
+        for m in range(M):
+            for i in range(H):
+                out[j, m, i] += u[m, i] * W[j, m, i]   # transposes: + u v
+    return out
+
+
+@njit
+def _gru_param_jvp(h, x, c_r, c_z, c_n, d_n, dw_ih, dw_hh, db_ih, db_hh, ai, ah):
+    k = dw_ih.shape[0]
+    M, H = h.shape
+    out = np.empty((k, M, H))
+    for j in range(k):                 # ai, ah: (M, 3H) scratch
+        np.dot(x, dw_ih[j].T, ai)      # δW_ih x
+        np.dot(h, dw_hh[j].T, ah)      # δW_hh h
+        for m in range(M):
+            for i in range(H):
+                dgi_r = ai[m, i] + db_ih[j, i]
+                dgi_z = ai[m, H + i] + db_ih[j, H + i]
+                dgi_n = ai[m, 2 * H + i] + db_ih[j, 2 * H + i]
+                dgh_r = ah[m, i] + db_hh[j, i]
+                dgh_z = ah[m, H + i] + db_hh[j, H + i]
+                dgh_n = ah[m, 2 * H + i] + db_hh[j, 2 * H + i]
+                # G δθ = c_r (δgi_r + δgh_r) + c_z (δgi_z + δgh_z) + d_n δgi_n + c_n δgh_n
+                out[j, m, i] = (c_r[m, i] * (dgi_r + dgh_r) + c_z[m, i] * (dgi_z + dgh_z)
+                                + d_n[m, i] * dgi_n + c_n[m, i] * dgh_n)
+    return out
+
+
+@njit
+def _gru_param_vjp(h, x, c_r, c_z, c_n, d_n, W, gi, gh):
+    k, M, H = W.shape
+    N = x.shape[1]
+    dw_ih = np.empty((k, 3 * H, N))
+    dw_hh = np.empty((k, 3 * H, H))
+    db_ih = np.zeros((k, 3 * H))
+    db_hh = np.zeros((k, 3 * H))
+    for j in range(k):                           # gi, gh: (M, 3H) scratch
+        for m in range(M):
+            for i in range(H):
+                w = W[j, m, i]
+                a_r = c_r[m, i] * w              # transposes: c_r (δgi_r + δgh_r)
+                a_z = c_z[m, i] * w              # transposes: c_z (δgi_z + δgh_z)
+                gi[m, i] = a_r
+                gh[m, i] = a_r
+                gi[m, H + i] = a_z
+                gh[m, H + i] = a_z
+                gi[m, 2 * H + i] = d_n[m, i] * w  # transposes: d_n δgi_n
+                gh[m, 2 * H + i] = c_n[m, i] * w  # transposes: c_n δgh_n
+        for m in range(M):
+            for i in range(3 * H):
+                db_ih[j, i] += gi[m, i]          # transposes: δgi = ... + δb_ih
+                db_hh[j, i] += gh[m, i]          # transposes: δgh = ... + δb_hh
+        np.dot(gi.T, x, dw_ih[j])                # transposes: δW_ih x
+        np.dot(gh.T, h, dw_hh[j])                # transposes: δW_hh h
+    return dw_ih, dw_hh, db_ih, db_hh
+
+
+class GRU(TorchConventionCell):
+    """GRU cell, ``h' = (1 − u) ⊙ n + u ⊙ h`` (``torch.nn.GRUCell``).
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+        ``N`` and ``H``.
+    bias : bool
+        ``False`` removes ``bias_ih`` and ``bias_hh``.
+
+    Notes
+    -----
+    Parameters, in the order of the flat vector: ``weight_ih`` (3H, N),
+    ``weight_hh`` (3H, H), ``bias_ih`` (3H), ``bias_hh`` (3H), gate rows
+    ``[r; z; n]`` as in torch. ``init_params(g=...)`` redraws the three
+    H×H blocks of ``weight_hh`` i.i.d. ``N(0, g²/H)``. The equations of the
+    step and of its tangents and adjoints are in the module docstring of
+    :mod:`kpref.cells._gru`.
+    """
+
+    gates = 3
+
+    def _step(self, theta, h, x):
+        return _gru_step(*self._weights(theta), np.ascontiguousarray(h), np.ascontiguousarray(x))
+
+    def _prepare(self, theta, h, x):
+        return _gru_prepare(*self._weights(theta), np.ascontiguousarray(h), np.ascontiguousarray(x))
+
+    def _state_jvp(self, pt, V):
+        c_r, c_z, c_n, _, u = pt.cache
+        return _gru_state_jvp(self._view(pt.theta, "weight_hh"), c_r, c_z, c_n, u, np.ascontiguousarray(V))
+
+    def _state_vjp(self, pt, W):
+        c_r, c_z, c_n, _, u = pt.cache
+        return _gru_state_vjp(self._view(pt.theta, "weight_hh"), c_r, c_z, c_n, u, np.ascontiguousarray(W))
+
+    def _param_jvp(self, pt, dtheta):
+        k = dtheta.shape[0]
+        blk = self._unpack_block(dtheta)
+        zero = np.zeros((k, 3 * self.hidden_size))
+        c_r, c_z, c_n, d_n, _ = pt.cache
+        shape = (pt.num_rows, 3 * self.hidden_size)
+        return _gru_param_jvp(np.ascontiguousarray(pt.h), np.ascontiguousarray(pt.x), c_r, c_z, c_n, d_n,
+                              blk["weight_ih"], blk["weight_hh"],
+                              blk.get("bias_ih", zero), blk.get("bias_hh", zero),
+                              pt.scratch("a_ih", shape), pt.scratch("a_hh", shape))
+
+    def _param_vjp(self, pt, W):
+        k = W.shape[0]
+        c_r, c_z, c_n, d_n, _ = pt.cache
+        shape = (pt.num_rows, 3 * self.hidden_size)
+        dw_ih, dw_hh, db_ih, db_hh = _gru_param_vjp(np.ascontiguousarray(pt.h), np.ascontiguousarray(pt.x),
+                                                    c_r, c_z, c_n, d_n, np.ascontiguousarray(W),
+                                                    pt.scratch("a_ih", shape), pt.scratch("a_hh", shape))
+        blocks = {"weight_ih": dw_ih, "weight_hh": dw_hh}
+        if self.bias:
+            blocks["bias_ih"] = db_ih
+            blocks["bias_hh"] = db_hh
+        return self._pack_block(blocks, k)
+
+    def _state_jacobian(self, pt):
+        c_r, c_z, c_n, _, u = pt.cache
+        H = self.hidden_size
+        w = self._view(pt.theta, "weight_hh")
+        A = (c_r[:, :, None] * w[None, :H] + c_z[:, :, None] * w[None, H:2 * H]
+             + c_n[:, :, None] * w[None, 2 * H:])
+        idx = np.arange(H)
+        A[:, idx, idx] += u
+        return A
+
+    def _sites(self, pt):
+        """Weight sites ``(names, activity, D)`` of K's Kronecker form (see the module notes).
+
+        ``D`` is (M, H, 3H): ``∂h'/∂gi`` for ``(weight_ih, bias_ih)`` reading
+        ``[x, 1]`` and ``∂h'/∂gh`` for ``(weight_hh, bias_hh)`` reading ``[h, 1]``.
+        """
+        c_r, c_z, c_n, d_n, _ = pt.cache
+        M, H = pt.h.shape
+        idx = np.arange(H)
+        D_ih = np.zeros((M, H, 3 * H))
+        D_ih[:, idx, idx] = c_r
+        D_ih[:, idx, H + idx] = c_z
+        D_hh = D_ih.copy()
+        D_ih[:, idx, 2 * H + idx] = d_n
+        D_hh[:, idx, 2 * H + idx] = c_n
+        if self.bias:
+            ones = np.ones((M, 1))
+            return [(("weight_ih", "bias_ih"), np.hstack([pt.x, ones]), D_ih),
+                    (("weight_hh", "bias_hh"), np.hstack([pt.h, ones]), D_hh)]
+        return [(("weight_ih",), pt.x.copy(), D_ih), (("weight_hh",), pt.h.copy(), D_hh)]
+
+    def __repr__(self):
+        return f"GRU(input_size={self.input_size}, hidden_size={self.hidden_size}, bias={self.bias})"

@@ -1,0 +1,61 @@
+"""Trajectories: ``z = simulate(cell, theta, x, h0)`` (SPEC §1–2)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._cell import Cell
+from .._checks import as_real_array
+
+__all__ = ["simulate", "check_problem"]
+
+
+def check_problem(cell, theta, x, h0=None):
+    """Check and convert ``(cell, theta, x, h0)``; return ``(theta, x, h0)`` as float64.
+
+    ``x`` must be (B, T, N) and ``h0`` (B, S) (zeros when ``None``).
+    """
+    if not isinstance(cell, Cell):
+        raise TypeError(f"cell: expected a kpref cell (e.g. kpref.GRU(...)), got {type(cell).__name__}")
+    theta = cell.check_theta(theta)
+    x = as_real_array("x", x, (None, None, cell.input_size), ("B", "T", "N"))
+    B = x.shape[0]
+    if h0 is None:
+        h0 = np.zeros((B, cell.state_size))
+    else:
+        h0 = as_real_array("h0", h0, (B, cell.state_size), ("B", "S"))
+    return theta, x, h0
+
+
+def _run(cell, theta, x, h0):
+    """Unchecked forward sweep: z[:, t] = F(z[:, t-1], x[:, t])."""
+    B, T, _ = x.shape
+    dtype = np.result_type(theta, x, h0)  # complex128 only in complex-step use
+    theta, x, h0 = (np.asarray(a, dtype=dtype) for a in (theta, x, h0))
+    z = np.empty((B, T, cell.state_size), dtype=dtype)
+    h = h0
+    for t in range(T):
+        h = cell._step(theta, h, np.ascontiguousarray(x[:, t]))
+        z[:, t] = h
+    return z
+
+
+def simulate(cell, theta, x, h0=None):
+    """Run the recurrence ``h_t = F(h_{t-1}, x_t; θ)`` for ``t = 1 … T``.
+
+    Parameters
+    ----------
+    cell : kpref cell
+    theta : (p,) array
+        Flat parameters (``cell.param_shapes`` layout).
+    x : (B, T, N) array
+    h0 : (B, S) array, optional
+        Initial state ``h_0``; zeros by default.
+
+    Returns
+    -------
+    z : (B, T, S) float64 array
+        ``z[:, t]`` is the state after step ``t + 1`` (``h_0`` excluded).
+    """
+    theta, x, h0 = check_problem(cell, theta, x, h0)
+    return _run(cell, theta, x, h0)

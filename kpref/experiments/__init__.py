@@ -1,0 +1,1 @@
+"""The application layer: the KPFlow experiments, the ``report`` command and its figures."""

@@ -1,0 +1,435 @@
+r"""``python -m kpref report``: train small recurrent networks and show, with exact operators, how they collapse.
+
+Notes
+-----
+The command runs the two experiments of :mod:`kpref.experiments._experiments`:
+
+1. *dynamic collapse* — for each cell in ``--cells`` and each gain in
+   ``--g``: train on memory-pro and, at every checkpoint, record the loss,
+   the effective ranks of ``K``, ``P`` and ``NTK``, their per-axis effective
+   dimensions, the PCA dimension of the hidden states and the leading
+   Lyapunov exponent;
+2. *multi-task alignment* — for each cell, at one gain (``--alignment-g``;
+   default the middle value of ``--g``, rounding down): train on
+   ``multitask`` and record, per pair of sub-tasks, the alignment of their
+   hidden-state gradient flows ``−NTK e_a``, of their sub-task operators and
+   of their hidden-state subspaces.
+
+It writes into ``--out`` (default ``kpref-report``):
+
+* ``report.json``: ``{"config": {...}, "runs": [{"experiment": "collapse" |
+  "alignment", "cell", "g", "checkpoints": [{"step", "loss",
+  "effective_rank": {"K", "P", "NTK"}, "effective_dimensions", ...}], ...}],
+  "figures": [...], "summary": [...], "seconds", "versions"}`` — non-finite
+  numbers are written as ``null``;
+* ``losses.png``, ``effective_ranks.png``, ``pca_trajectories.png``,
+  ``alignment.png``;
+* with ``--save-checkpoints``, the training checkpoints
+  (``checkpoints/<experiment>_<cell>_g<g>/checkpoint_<step:07d>.npz``, loadable
+  with :func:`kpref.load_checkpoint`),
+
+and prints a summary table on stdout (progress on stderr).
+
+``--quick``: ``H = 16``, ``B = 12`` trials of ``T = 35`` steps, 150 Adam
+steps (η = 1e-2), 4 checkpoints, ``g ∈ {0.5, 2.0}`` — every summary exact.
+Without it: the KPFlow paper's sizes, ``H = 256``, ``B = 20``, ``T = 90``,
+1000 Adam steps (η = 1e-3), 6 checkpoints, ``g ∈ {0.5, 1.0, 2.0}``; the
+operator summaries are then randomized (see :mod:`kpref.experiments._experiments`).
+``--hidden``, ``--steps``, ``--g``, ``--cells``, ``--seed``, ``--method``
+override either.
+
+User mistakes (an unknown cell, ``g ≤ 0``, a non-integer size, an unwritable
+``--out``) print one line ``kpref report: error: …`` on stderr and exit with
+status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from . import _experiments as ex
+__all__ = ["add_arguments", "main", "run_report", "summary_table", "write_figures"]
+
+DEFAULT_OUT = "kpref-report"
+FIGURES = ("losses.png", "effective_ranks.png", "pca_trajectories.png", "alignment.png")
+
+
+# --------------------------------------------------------------- arguments
+def add_arguments(parser):
+    """Add the ``report`` options to an ``argparse`` (sub)parser."""
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes (H=16, 150 steps, g=0.5,2.0); a few minutes on 2 cores")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
+    parser.add_argument("--cells", default=None, help="comma-separated cells (default gru,elman)")
+    parser.add_argument("--g", default=None, help="comma-separated initial recurrent gains g > 0 "
+                                                  "(default 0.5,1.0,2.0; --quick 0.5,2.0)")
+    parser.add_argument("--alignment-g", default=None, help="gain of the multi-task runs "
+                                                            "(default the middle --g value)")
+    parser.add_argument("--hidden", default=None, help="hidden size H (default 256; --quick 16)")
+    parser.add_argument("--steps", default=None, help="training steps (default 1000; --quick 150)")
+    parser.add_argument("--seed", default="0", help="seed of the task batches and initializations (default 0)")
+    parser.add_argument("--method", default="auto", help="operator summaries: auto (exact when the dense "
+                                                         "factors fit in 512 MiB), exact or randomized")
+    parser.add_argument("--save-checkpoints", action="store_true", help="write the training checkpoints (.npz)")
+    parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
+    return parser
+
+
+def _parse_int(name, text):
+    try:
+        value = int(text, 10)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected an integer, got {text!r}") from None
+    return value
+
+
+def _parse_float(name, text):
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0.0:
+        raise ValueError(f"{name}: expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _parse_list(name, text, parse):
+    items = [item.strip() for item in text.split(",")]
+    if not text.strip() or any(not item for item in items):
+        raise ValueError(f"{name}: expected a comma-separated list without empty items, got {text!r}")
+    values = [parse(f"{name}", item) for item in items]
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name}: expected distinct values, got {text!r}")
+    return tuple(values)
+
+
+def config_from_args(args):
+    """The checked :class:`ExperimentConfig` for parsed command-line ``args`` (ValueError on bad input)."""
+    base = ex.ExperimentConfig.quick() if args.quick else ex.ExperimentConfig()
+    overrides = {"seed": _parse_int("--seed", args.seed), "method": args.method}
+    if args.cells is not None:
+        overrides["cells"] = _parse_list("--cells", args.cells, lambda n, s: s.lower())
+    if args.g is not None:
+        overrides["gains"] = _parse_list("--g", args.g, _parse_float)
+    if args.alignment_g is not None:
+        overrides["alignment_gain"] = _parse_float("--alignment-g", args.alignment_g)
+    if args.hidden is not None:
+        overrides["hidden_size"] = _parse_int("--hidden", args.hidden)
+    if args.steps is not None:
+        overrides["steps"] = _parse_int("--steps", args.steps)
+        overrides["num_checkpoints"] = min(base.num_checkpoints, overrides["steps"] + 1)
+    try:
+        return replace(base, **overrides).checked()
+    except ValueError as err:
+        # name the command-line option rather than the config field
+        msg = str(err)
+        for field, option in (("hidden_size", "--hidden"), ("cells[", "--cells["), ("g[", "--g["),
+                              ("alignment_gain", "--alignment-g"), ("method", "--method"),
+                              ("num_checkpoints", "--steps (number of checkpoints)")):
+            if msg.startswith(field):
+                msg = option + msg[len(field):]
+                break
+        if msg.startswith(("steps", "seed")):
+            msg = "--" + msg
+        raise ValueError(msg) from None
+
+
+def check_writable(out):
+    """Create ``out`` if needed and prove a file can be written there (OSError → ValueError naming ``--out``)."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".kpref-write-test-"):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ValueError(f"--out: cannot write to {out!r} ({reason})") from None
+    return out
+
+
+# ------------------------------------------------------------------- runs
+def alignment_gain(config):
+    """The gain of the multi-task runs: ``config.alignment_gain`` or the middle of the sorted gains."""
+    if config.alignment_gain is not None:
+        return float(config.alignment_gain)
+    gains = sorted(config.gains)
+    return float(gains[(len(gains) - 1) // 2])
+
+
+def _jsonable(obj):
+    """Replace non-finite floats by None (strict JSON) and NumPy scalars by Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def run_report(config, out, *, progress=None, log=None, save_checkpoints=False):
+    """Run both experiments for a checked config, write ``out/report.json`` and the figures.
+
+    Returns the report (the dict written to ``report.json``). ``log`` is a
+    text stream for one line per finished run (``None``: silent);
+    ``progress`` is passed to :func:`kpref.train` (tqdm bars).
+    """
+    config = config.checked()
+    check_writable(out)
+    t_start = time.perf_counter()
+    runs, artifacts = [], []
+    jobs = [("collapse", cell, g) for cell in config.cells for g in config.gains]
+    jobs += [("alignment", cell, alignment_gain(config)) for cell in config.cells]
+    for i, (experiment, cell, g) in enumerate(jobs):
+        ckdir = None
+        if save_checkpoints:
+            ckdir = os.path.join(out, "checkpoints", f"{experiment}_{cell}_g{g:g}")
+        fn = ex.run_collapse if experiment == "collapse" else ex.run_alignment
+        record, art = fn(cell, g, config, progress=progress, checkpoint_dir=ckdir)
+        runs.append(record)
+        artifacts.append(art)
+        if log is not None:
+            first, last = record["checkpoints"][0], record["checkpoints"][-1]
+            print(f"[{i + 1}/{len(jobs)}] {experiment:9s} {cell:5s} g={g:<4g} loss {first['loss']:.3g} -> "
+                  f"{last['loss']:.3g}  ({record['seconds']:.1f} s)", file=log, flush=True)
+    report = {
+        "config": config.as_dict(),
+        "runs": runs,
+        "figures": list(FIGURES),
+        "summary": summary_rows(runs),
+        "seconds": None,
+        "versions": _versions(),
+    }
+    write_figures(runs, artifacts, out)
+    report["seconds"] = time.perf_counter() - t_start
+    report = _jsonable(report)
+    path = os.path.join(out, "report.json")
+    with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=1, allow_nan=False)
+    os.replace(path + ".tmp", path)
+    return report
+
+
+def _versions():
+    import matplotlib
+    import numba
+    import scipy
+
+    from .. import __version__
+
+    return {"kpref": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "scipy": scipy.__version__, "numba": numba.__version__, "matplotlib": matplotlib.__version__}
+
+
+# ---------------------------------------------------------------- summary
+def summary_rows(runs):
+    """One row per run: first and last checkpoint values of the headline numbers."""
+    rows = []
+    for run in runs:
+        c0, c1 = run["checkpoints"][0], run["checkpoints"][-1]
+        row = {"experiment": run["experiment"], "cell": run["cell"], "g": run["g"],
+               "step": [c0["step"], c1["step"]], "loss": [c0["loss"], c1["loss"]],
+               "pca_dimension": [c0["pca_dimension"], c1["pca_dimension"]],
+               "method": c1["method"]}
+        for op in ex.OPERATORS:
+            row[f"erank_{op}"] = [c0["effective_rank"][op], c1["effective_rank"][op]]
+        if "lyapunov" in c0:
+            row["lyapunov"] = [c0["lyapunov"], c1["lyapunov"]]
+        if "anticipation" in run:
+            row["anticipation"] = run["anticipation"]["pearson_flow_alignment_vs_final_subspace_overlap"]
+        rows.append(row)
+    return rows
+
+
+def _arrow(pair, fmt):
+    def one(v):
+        return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
+    return f"{one(pair[0])} → {one(pair[1])}"
+
+
+def summary_table(report):
+    """The short text table printed at the end of ``report``: first → last checkpoint."""
+    head = ("experiment", "cell", "g", "loss", "erank K", "erank P", "erank NTK", "PCA dim", "λ₁ / ρ(flow, overlap)")
+    lines = []
+    for row in report["summary"]:
+        last = (_arrow(row["lyapunov"], ".3f") if "lyapunov" in row
+                else ("n/a" if row.get("anticipation") is None else f"ρ = {row['anticipation']:+.2f}"))
+        lines.append((row["experiment"], row["cell"], f"{row['g']:g}", _arrow(row["loss"], ".3g"),
+                      _arrow(row["erank_K"], ".3g"), _arrow(row["erank_P"], ".4g"),
+                      _arrow(row["erank_NTK"], ".3g"), _arrow(row["pca_dimension"], ".3g"), last))
+    widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*r) for r in lines]
+    cfg = report["config"]
+    out.append(f"(first → last checkpoint; H={cfg['hidden_size']}, B={cfg['batch_size']}, steps={cfg['steps']}; "
+               f"λ₁: leading Lyapunov exponent per step; ρ: correlation over sub-task pairs of the early "
+               f"gradient-flow alignment with the final hidden-subspace overlap)")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- figures
+def _new_figure(nrows, ncols, width, height):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False))
+    return fig, axes
+
+
+def _gain_colors(gains):
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    order = sorted(gains)
+    return {g: cmap(0.1 + 0.8 * i / max(len(order) - 1, 1)) for i, g in enumerate(order)}
+
+
+def write_figures(runs, artifacts, out):
+    """Write the four PNG figures of a report into ``out``; returns their paths."""
+    collapse = [(r, a) for r, a in zip(runs, artifacts) if r["experiment"] == "collapse"]
+    align = [(r, a) for r, a in zip(runs, artifacts) if r["experiment"] == "alignment"]
+    cells = list(dict.fromkeys(r["cell"] for r in runs))
+    colors = _gain_colors(sorted({r["g"] for r in runs}))
+    paths = []
+
+    # 1. loss curves
+    fig, axes = _new_figure(1, 2, 4.6, 3.4)
+    for col, (pairs, title) in enumerate(((collapse, "memory-pro (collapse)"), (align, "multitask (alignment)"))):
+        ax = axes[0, col]
+        styles = {c: s for c, s in zip(cells, ("-", "--", ":", "-."))}
+        for r, a in pairs:
+            ax.plot(np.arange(len(a["losses"])), a["losses"], styles.get(r["cell"], "-"), color=colors[r["g"]],
+                    label=f"{r['cell']} g={r['g']:g}")
+        _log_axis(ax)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("loss (MSE)")
+        ax.set_title(title)
+        if pairs:
+            ax.legend(fontsize=7)
+    paths.append(_save(fig, out, "losses.png"))
+
+    # 2. effective ranks, PCA dimension and leading Lyapunov exponent over training
+    quantities = [("K", "erank K"), ("P", "erank P"), ("NTK", "erank NTK"), ("pca", "PCA dim. of h"),
+                  ("lyapunov", "leading Lyapunov exp.")]
+    ccells = list(dict.fromkeys(r["cell"] for r, _ in collapse)) or ["-"]
+    fig, axes = _new_figure(len(ccells), len(quantities), 3.0, 2.5)
+    for row, cell in enumerate(ccells):
+        for col, (key, label) in enumerate(quantities):
+            ax = axes[row, col]
+            for r, _ in collapse:
+                if r["cell"] != cell:
+                    continue
+                steps = [c["step"] for c in r["checkpoints"]]
+                if key in ex.OPERATORS:
+                    vals = [c["effective_rank"][key] for c in r["checkpoints"]]
+                elif key == "pca":
+                    vals = [c["pca_dimension"] for c in r["checkpoints"]]
+                else:
+                    vals = [c["lyapunov"] for c in r["checkpoints"]]
+                ax.plot(steps, vals, "o-", color=colors[r["g"]], ms=3, label=f"g={r['g']:g}")
+            if key in ex.OPERATORS:
+                _log_axis(ax)
+            if key == "lyapunov":
+                ax.axhline(0.0, color="0.6", lw=0.8)
+            ax.set_title(f"{cell}: {label}", fontsize=9)
+            ax.set_xlabel("training step", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if col == 0 and row == 0:
+                ax.legend(fontsize=7)
+    paths.append(_save(fig, out, "effective_ranks.png"))
+
+    # 3. hidden-state PCA trajectories, first and last checkpoint
+    from matplotlib import colormaps
+
+    hsv = colormaps["hsv"]
+    fig, axes = _new_figure(2, max(len(collapse), 1), 3.0, 2.7)
+    for col, (r, a) in enumerate(collapse):
+        for row, step in enumerate((min(a["pcs"]), max(a["pcs"]))):
+            ax = axes[row, col]
+            proj, ratio = a["pcs"][step]
+            for b in range(proj.shape[0]):
+                ax.plot(proj[b, :, 0], proj[b, :, 1] if proj.shape[2] > 1 else np.zeros(proj.shape[1]),
+                        color=hsv(a["angle"][b] / (2 * np.pi)), lw=0.8)
+                ax.plot(proj[b, -1, 0], proj[b, -1, 1] if proj.shape[2] > 1 else 0.0, "o",
+                        color=hsv(a["angle"][b] / (2 * np.pi)), ms=2.5)
+            var = ", ".join(f"{v:.0%}" for v in ratio[:2])
+            ax.set_title(f"{r['cell']} g={r['g']:g}, step {step}\n(PC1, PC2: {var} of variance)", fontsize=8)
+            ax.tick_params(labelsize=6)
+    paths.append(_save(fig, out, "pca_trajectories.png"))
+
+    # 4. alignment matrices
+    panels = [("flow_alignment", "early"), ("flow_alignment", "final"), ("operator_alignment", "final"),
+              ("subspace_overlap", "final")]
+    fig, axes = _new_figure(max(len(align), 1), len(panels), 2.9, 2.7)
+    image = None
+    for row, (r, _) in enumerate(align):
+        early = r["checkpoints"][1] if len(r["checkpoints"]) > 1 else r["checkpoints"][0]
+        final = r["checkpoints"][-1]
+        labels = [rule.replace("_", "\n") for rule in r["rules"]]
+        for col, (key, when) in enumerate(panels):
+            ck = early if when == "early" else final
+            M = np.array(ck[key], dtype=float)
+            ax = axes[row, col]
+            image = ax.imshow(M, vmin=-1.0, vmax=1.0, cmap="RdBu_r")
+            for i in range(M.shape[0]):
+                for j in range(M.shape[1]):
+                    ax.text(j, i, f"{M[i, j]:.2f}", ha="center", va="center", fontsize=6)
+            ax.set_xticks(range(len(labels)), labels, fontsize=5)
+            ax.set_yticks(range(len(labels)), labels, fontsize=5)
+            ax.set_title(f"{r['cell']} g={r['g']:g}: {key.replace('_', ' ')}\nstep {ck['step']}", fontsize=8)
+    if image is not None:
+        fig.colorbar(image, ax=axes[:, -1].tolist(), shrink=0.8)
+    paths.append(_save(fig, out, "alignment.png"))
+    return paths
+
+
+def _log_axis(ax):
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+
+    def minor(v, _):                          # every minor tick within a decade, else only 2·10ᵏ and 5·10ᵏ
+        lo, hi = ax.get_ylim()
+        return f"{v:g}" if hi < 10 * lo or f"{v:g}"[0] in "25" else ""
+
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+
+
+def _save(fig, out, name):
+    path = os.path.join(out, name)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+# -------------------------------------------------------------------- CLI
+def main(args, *, stdout=None, stderr=None):
+    """Handle parsed ``report`` arguments: run, write, print the table. Returns the exit status."""
+    stdout = sys.stdout if stdout is None else stdout
+    stderr = sys.stderr if stderr is None else stderr
+    try:                                   # user mistakes: one line, status 2; anything later is a bug
+        config = config_from_args(args)
+        out = check_writable(args.out)
+    except (ValueError, TypeError) as err:
+        print(f"kpref report: error: {err}", file=stderr)
+        return 2
+    report = run_report(config, out, progress=False if args.quiet else None,
+                        log=None if args.quiet else stderr, save_checkpoints=args.save_checkpoints)
+    print(summary_table(report), file=stdout)
+    print(f"wrote {os.path.join(out, 'report.json')} and {len(FIGURES)} figures in {out} "
+          f"({report['seconds']:.0f} s)", file=stdout)
+    return 0

@@ -1,0 +1,72 @@
+"""Koopman spectra of (training) trajectories and tests of dynamical equivalence.
+
+Two training processes are dynamically equivalent (topologically conjugate)
+when the Koopman eigenvalues of their trajectories agree (Redman et al.,
+"Identifying Equivalent Training Dynamics", NeurIPS 2024). This module
+estimates those eigenvalues by dynamic mode decomposition (DMD) of
+time-delay embedded trajectories and compares them, with NumPy/SciPy only.
+
+* :func:`delay_embed`, :func:`snapshot_pairs`, :func:`dmd` (→ :class:`DMDResult`),
+  :func:`dmd_from_pairs`, :func:`select_rank`, :func:`gavish_donoho_omega`;
+* :func:`koopman_spectrum` — delay embedding + DMD, eigenvalues sorted by modulus;
+* :func:`spectral_distance` — ``'matched'`` (published) or exact ``'wasserstein'``;
+* :func:`conjugacy_test` (→ :class:`ConjugacyResult`) — distance, within-system
+  spread, permutation p-value, effect size and an equivalence-margin decision;
+* :func:`trajectories_from_checkpoints` — flattened weights of training runs
+  (arrays or kpref ``.npz`` checkpoints), optionally PCA-projected;
+* :func:`published_trajectories` — the paper's first experiment (mirror descent,
+  gradient descent, bisection on ``f(x) = Σ tan x_i``).
+
+The defaults of :func:`dmd`, :func:`koopman_spectrum` and
+:func:`spectral_distance` are the published configuration (projected DMD, no
+truncation, no centering, mean distance of the optimal one-to-one matching).
+
+The two sections below are the full equations: DMD (``kpref.koopman._dmd``), then
+spectra, distances and the conjugacy test (``kpref.koopman._koopman``).
+"""
+
+from . import _dmd
+from . import _koopman
+from ._dmd import (
+    DEFAULT_RESIDUAL_TOL,
+    DMD_METHODS,
+    DMDResult,
+    delay_embed,
+    dmd,
+    dmd_from_pairs,
+    gavish_donoho_omega,
+    select_rank,
+    snapshot_pairs,
+)
+from ._koopman import (
+    DEFAULT_MARGIN,
+    ConjugacyResult,
+    conjugacy_test,
+    koopman_spectrum,
+    published_trajectories,
+    spectral_distance,
+    trajectories_from_checkpoints,
+)
+
+__all__ = [
+    "DEFAULT_MARGIN",
+    "DEFAULT_RESIDUAL_TOL",
+    "DMD_METHODS",
+    "ConjugacyResult",
+    "DMDResult",
+    "conjugacy_test",
+    "delay_embed",
+    "dmd",
+    "dmd_from_pairs",
+    "gavish_donoho_omega",
+    "koopman_spectrum",
+    "published_trajectories",
+    "select_rank",
+    "snapshot_pairs",
+    "spectral_distance",
+    "trajectories_from_checkpoints",
+]
+
+if __doc__ is not None and _dmd.__doc__ is not None and _koopman.__doc__ is not None:  # not under python -OO
+    __doc__ += "\nDynamic mode decomposition\n==========================\n\n" + _dmd.__doc__
+    __doc__ += "\nSpectra, distances, conjugacy\n=============================\n\n" + _koopman.__doc__

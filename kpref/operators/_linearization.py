@@ -1,0 +1,421 @@
+r"""The K-P operators of a trajectory (SPEC §3) and the gradient by the adjoint (SPEC §4).
+
+Notes
+-----
+For trials ``b`` and steps ``t = 0 … T-1`` (0-based here; SPEC counts from 1)
+let ``A_t = ∂F/∂h`` and ``G_t = ∂F/∂θ`` at ``(h_{t-1}, x_t)`` with
+``h_{-1} = h_0``. Trajectory vectors are ``(B, T, S)`` arrays flattened in C
+order; the operators are
+
+* ``P`` (propagate forward in time): ``v_0 = q_0``, ``v_t = A_t v_{t-1} + q_t``;
+* ``P*`` (propagate backward in time): ``λ_{T-1} = w_{T-1}``,
+  ``λ_t = w_t + A_{t+1}ᵀ λ_{t+1}`` — the adjoint of ``P`` for the Euclidean
+  inner product, the same sweep run the other way;
+* ``P⁻¹``: ``(P⁻¹ v)_t = v_t − A_t v_{t-1}`` (no sweep), adjoint
+  ``(P⁻ᵀ w)_t = w_t − A_{t+1}ᵀ w_{t+1}``;
+* ``J_θ``: ``(J_θ δθ)_{b,t} = G_{b,t} δθ``, ``J_θᵀ w = Σ_{b,t} G_{b,t}ᵀ w_{b,t}``;
+* ``K = J_θ J_θᵀ`` and ``NTK = P K P*`` (symmetric PSD: ``.H`` is itself).
+
+``A_0`` (the sensitivity to ``h_0``) does not enter ``P``; :meth:`apply_A`
+still offers it (Lyapunov exponents start from ``h_0``).
+
+The gradient of a loss ``L(z)`` with ``e = ∂L/∂z`` is ``∇_θ L = J_θᵀ P* e``:
+backpropagation through time written as the adjoint recursion, exact for the
+discrete recurrence. For ODE cells ``adjoint='continuous'`` replaces it by
+the cell's continuous adjoint (an O(dt^order) approximation of the same
+gradient; see :mod:`kpref.ode._ode`). The operators stay the exact discrete ones.
+
+Internally a block of ``k`` trajectory vectors is held as ``(k, T, B, S)``,
+so that ``(k, T·B, S)`` lines up with the step point's rows ``t·B + b`` (all
+steps at once for ``J_θ``, ``J_θᵀ`` and ``P⁻¹``) and ``[:, t]`` is one step of
+the sweeps.
+
+Two strategies apply ``A_t``:
+
+* ``'matrix_free'`` — the cell's hand-derived ``state_jvp``/``state_vjp``
+  on the cached step point (memory O(B·T·S·gates));
+* ``'materialized'`` — dense ``A_t`` (B·T·S² floats) built once, then
+  batched mat-vecs; faster for many products at small S.
+
+``'auto'`` materializes when ``S ≤ 32`` and the dense Jacobians take at most
+``min(64 MiB, memory_limit/4)``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..cells._cell import StepPoint
+from .._checks import as_real_array, check_choice, check_memory, DEFAULT_MEMORY_LIMIT
+from ._named import NamedOperator
+from ..cells._simulate import _run, check_problem
+
+__all__ = ["linearize", "Linearization", "mse_loss", "Loss", "KroneckerSite"]
+
+_MATERIALIZE_MAX_STATE = 32
+_MATERIALIZE_MAX_BYTES = 64 * 1024**2
+
+
+def linearize(cell, theta, x, h0=None, *, strategy="auto", adjoint="discrete", memory_limit=None):
+    """Simulate the trajectory and linearize it: the K-P operators at ``(θ, x, h0)``.
+
+    Parameters
+    ----------
+    cell : kpref cell
+    theta : (p,) array
+    x : (B, T, N) array
+    h0 : (B, S) array, optional (zeros)
+    strategy : {'auto', 'matrix_free', 'materialized'}
+        How ``A_t`` is applied (see the module notes).
+    adjoint : {'discrete', 'continuous'}
+        Route of :meth:`Linearization.grad`. ``'discrete'`` (default) is the
+        exact gradient of the discrete recurrence. ``'continuous'`` (ODE cells
+        only) solves the continuous adjoint ODE: right for comparing with a
+        continuous-time method, wrong by O(dt^order) as the gradient of what
+        was actually simulated.
+    memory_limit : int, optional
+        Bytes any dense materialization may take (default 2 GiB).
+
+    Returns
+    -------
+    Linearization
+    """
+    theta, x, h0 = check_problem(cell, theta, x, h0)
+    check_choice("strategy", strategy, ("auto", "matrix_free", "materialized"))
+    check_choice("adjoint", adjoint, ("discrete", "continuous"))
+    if adjoint == "continuous" and not hasattr(cell, "continuous_adjoint_gradient"):
+        raise ValueError(
+            f"adjoint: 'continuous' needs an ODE cell (RateODE, ODECell), got {type(cell).__name__}; "
+            "use adjoint='discrete'"
+        )
+    z = _run(cell, theta, x, h0)
+    return Linearization(cell, theta, x, h0, z, strategy=strategy, adjoint=adjoint, memory_limit=memory_limit)
+
+
+class Linearization:
+    """A trajectory and its linearization; the K-P operators as ``LinearOperator``\\ s.
+
+    Build with :func:`linearize`. Attributes: ``cell``, ``theta``, ``x``,
+    ``h0``, ``z`` (B, T, S), ``shape == (B, T, S)``, ``size == B*T*S``,
+    ``num_params``, ``strategy`` (the one in use), ``adjoint``; operators
+    ``P``, ``P_inv``, ``J_theta``, ``K``, ``NTK`` (and ``P.H`` = ``P*``).
+    """
+
+    def __init__(self, cell, theta, x, h0, z, *, strategy="auto", adjoint="discrete", memory_limit=None):
+        self.cell, self.theta, self.x, self.h0, self.z = cell, theta, x, h0, z
+        B, T, S = z.shape
+        self.shape = (B, T, S)
+        self.size = B * T * S
+        self.num_params = cell.num_params
+        self.adjoint = adjoint
+        self.memory_limit = DEFAULT_MEMORY_LIMIT if memory_limit is None else memory_limit
+        # rows ordered (t, b): row t*B + b holds (h_{t-1}, x_t)
+        h_prev = np.empty((T, B, S))
+        h_prev[0] = h0
+        h_prev[1:] = z[:, :-1].transpose(1, 0, 2)
+        h_rows = h_prev.reshape(T * B, S)
+        x_rows = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(T * B, cell.input_size)
+        self.point = StepPoint(theta, h_rows, x_rows, cell._prepare(theta, h_rows, x_rows))
+        self._steps = [self.point.rows(t * B, (t + 1) * B) for t in range(T)]
+        dense_bytes = 8 * B * T * S * S
+        if strategy == "auto":
+            strategy = ("materialized" if S <= _MATERIALIZE_MAX_STATE
+                        and dense_bytes <= min(_MATERIALIZE_MAX_BYTES, self.memory_limit // 4) else "matrix_free")
+        self.strategy = strategy
+        self._A = None
+        if strategy == "materialized":
+            check_memory("linearize(strategy='materialized')", dense_bytes, self.memory_limit)
+            self._A = cell._state_jacobian(self.point).reshape(T, B, S, S)
+        n, p = self.size, self.num_params
+        self.P = NamedOperator("P", (n, n), self._P_matmat, self._Pstar_matmat, "P*")
+        self.P_inv = NamedOperator("P_inv", (n, n), self._Pinv_matmat, self._Pinv_rmatmat, "P_inv*")
+        self.J_theta = NamedOperator("J_theta", (n, p), self._J_matmat, self._JT_matmat, "J_theta*")
+        self.K = NamedOperator("K", (n, n), self._K_matmat, self._K_matmat)
+        self.NTK = NamedOperator("NTK", (n, n), self._NTK_matmat, self._NTK_matmat)
+
+    # ------------------------------------------------------------ layouts
+    def _to_internal(self, X):
+        """(n, k) flat C-order over (b, t, s) → (k, T, B, S) contiguous."""
+        B, T, S = self.shape
+        return np.ascontiguousarray(X.reshape(B, T, S, -1).transpose(3, 1, 0, 2))
+
+    def _to_flat(self, V):
+        """(k, T, B, S) → (n, k)."""
+        k = V.shape[0]
+        return np.ascontiguousarray(V.transpose(2, 1, 3, 0)).reshape(self.size, k)
+
+    # ------------------------------------------------------- one step of A
+    def _A_step(self, t, V):
+        """A_t V for V (k, B, S)."""
+        if self._A is not None:
+            return np.matmul(self._A[t], V.transpose(1, 2, 0)).transpose(2, 0, 1)
+        return self.cell._state_jvp(self._steps[t], V)
+
+    def _At_step(self, t, W):
+        """A_tᵀ W for W (k, B, S)."""
+        if self._A is not None:
+            return np.matmul(self._A[t].transpose(0, 2, 1), W.transpose(1, 2, 0)).transpose(2, 0, 1)
+        return self.cell._state_vjp(self._steps[t], W)
+
+    def _check_step_block(self, name, t, V):
+        B, T, S = self.shape
+        if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, np.integer)) or not 0 <= t < T:
+            raise ValueError(f"t: expected an integer step index in [0, {T}), got {t!r}")
+        return as_real_array(name, V, (None, B, S), ("k", "B", "S"))
+
+    def apply_A(self, t, V):
+        """``A_t V`` for a block ``V`` (k, B, S); ``A_t = ∂F/∂h`` at ``(h_{t-1}, x_t)``, t 0-based."""
+        return self._A_step(t, self._check_step_block("V", t, V))
+
+    def apply_At(self, t, W):
+        """``A_tᵀ W`` for a block ``W`` (k, B, S)."""
+        return self._At_step(t, self._check_step_block("W", t, W))
+
+    def state_jacobians(self, memory_limit=None):
+        """Dense ``A`` at every (trial, step): (B, T, S, S), memory-checked."""
+        B, T, S = self.shape
+        check_memory("state_jacobians", 8 * B * T * S * S, self.memory_limit if memory_limit is None else memory_limit)
+        A = self._A if self._A is not None else self.cell._state_jacobian(self.point).reshape(T, B, S, S)
+        return np.ascontiguousarray(A.transpose(1, 0, 2, 3))
+
+    # ------------------------------------------------------------ sweeps
+    def propagate_forward_in_time(self, Q):
+        """``P`` on an internal block Q (k, T, B, S): v_t = A_t v_{t-1} + q_t."""
+        V = np.empty_like(Q)
+        V[:, 0] = Q[:, 0]
+        for t in range(1, self.shape[1]):
+            V[:, t] = self._A_step(t, V[:, t - 1]) + Q[:, t]
+        return V
+
+    def propagate_backward_in_time(self, W):
+        """``P*`` on an internal block W: λ_{T-1} = w_{T-1}, λ_t = w_t + A_{t+1}ᵀ λ_{t+1}."""
+        L = np.empty_like(W)
+        T = self.shape[1]
+        L[:, T - 1] = W[:, T - 1]
+        for t in range(T - 2, -1, -1):
+            # transposes: v_{t+1} = A_{t+1} v_t + q_{t+1}
+            L[:, t] = W[:, t] + self._At_step(t + 1, L[:, t + 1])
+        return L
+
+    def _A_all(self, V):
+        """(A_t v_{t-1})_t for t ≥ 1 at once: (k, T-1, B, S)."""
+        k, T, B, S = V.shape
+        if self._A is not None:
+            # A[t] (B,S,S) applied to V[:, t-1]
+            return np.einsum("tbij,ktbj->ktbi", self._A[1:], V[:, :-1], optimize=True)
+        pt = self.point.rows(B, T * B)
+        return self.cell._state_jvp(pt, np.ascontiguousarray(V[:, :-1]).reshape(k, (T - 1) * B, S)).reshape(
+            k, T - 1, B, S)
+
+    def _At_all(self, W):
+        """(A_{t+1}ᵀ w_{t+1})_t for t ≤ T-2 at once: (k, T-1, B, S)."""
+        k, T, B, S = W.shape
+        if self._A is not None:
+            return np.einsum("tbji,ktbj->ktbi", self._A[1:], W[:, 1:], optimize=True)
+        pt = self.point.rows(B, T * B)
+        return self.cell._state_vjp(pt, np.ascontiguousarray(W[:, 1:]).reshape(k, (T - 1) * B, S)).reshape(
+            k, T - 1, B, S)
+
+    def _J(self, dtheta_rows):
+        """J_θ on (k, p) → internal (k, T, B, S)."""
+        B, T, S = self.shape
+        k = dtheta_rows.shape[0]
+        return self.cell._param_jvp(self.point, np.ascontiguousarray(dtheta_rows)).reshape(k, T, B, S)
+
+    def _JT(self, W):
+        """J_θᵀ on internal (k, T, B, S) → (k, p)."""
+        B, T, S = self.shape
+        k = W.shape[0]
+        return self.cell._param_vjp(self.point, W.reshape(k, T * B, S))
+
+    # ------------------------------------------------- operator products
+    def _P_matmat(self, X):
+        return self._to_flat(self.propagate_forward_in_time(self._to_internal(X)))
+
+    def _Pstar_matmat(self, X):
+        return self._to_flat(self.propagate_backward_in_time(self._to_internal(X)))
+
+    def _Pinv_matmat(self, X):
+        V = self._to_internal(X)
+        out = V.copy()
+        if V.shape[1] > 1:
+            out[:, 1:] -= self._A_all(V)
+        return self._to_flat(out)
+
+    def _Pinv_rmatmat(self, X):
+        W = self._to_internal(X)
+        out = W.copy()
+        if W.shape[1] > 1:
+            # transposes: (P⁻¹v)_t = v_t − A_t v_{t-1}
+            out[:, :-1] -= self._At_all(W)
+        return self._to_flat(out)
+
+    def _J_matmat(self, X):
+        return self._to_flat(self._J(X.T))
+
+    def _JT_matmat(self, X):
+        return np.ascontiguousarray(self._JT(self._to_internal(X)).T)
+
+    def _K_matmat(self, X):
+        return self._to_flat(self._J(self._JT(self._to_internal(X))))
+
+    def _NTK_matmat(self, X):
+        W = self.propagate_backward_in_time(self._to_internal(X))
+        return self._to_flat(self.propagate_forward_in_time(self._J(self._JT(W))))
+
+    # ------------------------------------------------- Kronecker core of K
+    def kronecker_factors(self, memory_limit=None):
+        """K's exact structured form (SPEC §3): one :class:`KroneckerSite` per weight site.
+
+        For a weight used as ``W a`` inside F (activity ``a``, with a column of
+        ones when the site has a bias) and ``D = ∂F/∂(pre-activation)`` (S × o
+        per row), the site's part of K is ``D (Gram(a) ⊗ I_o) Dᵀ`` with
+        ``Gram(a) = a aᵀ`` over the B·T rows; K is the sum over sites. Rows of
+        ``activity``, ``D`` and ``gram`` are ordered ``b·T + t`` like the
+        trajectory vectors. Needs the cell's ``_sites`` hook (every discrete
+        built-in cell has one). ODE cells have none: θ enters every integrator
+        stage, each at its own stage state, so ``∂F/∂W`` is a sum of terms with
+        different activities and no single ``D (Gram(a) ⊗ I) Dᵀ`` factor exists;
+        for them ``lin.K`` (exact, matrix-free) is the operator to use.
+        """
+        if not hasattr(self.cell, "_sites"):
+            raise NotImplementedError(
+                f"kronecker_factors: {type(self.cell).__name__} does not declare its weight sites "
+                "(a `_sites(pt)` method; ODE cells have none: parameters enter every integrator stage); "
+                "use lin.K, which is exact for every cell")
+        B, T, S = self.shape
+        order = np.arange(T * B).reshape(T, B).T.ravel()  # (b, t) → row t·B + b
+        sites = []
+        for names, act, D in self.cell._sites(self.point):
+            check_memory("kronecker_factors", 8 * (D.size + (T * B) ** 2), self.memory_limit
+                         if memory_limit is None else memory_limit)
+            act = np.ascontiguousarray(act[order])
+            sites.append(KroneckerSite(tuple(names), act, np.ascontiguousarray(D[order]), act @ act.T))
+        return sites
+
+    @property
+    def K_kronecker(self):
+        """K built from :meth:`kronecker_factors`: ``Σ_sites D (Gram ⊗ I) Dᵀ`` (equals ``K`` to rounding)."""
+        sites = self.kronecker_factors()
+        n = self.size
+
+        def mm(X):
+            k = X.shape[1]
+            W = X.reshape(self.shape[0] * self.shape[1], self.shape[2], k)  # rows b·T + t
+            out = np.zeros_like(W)
+            for site in sites:
+                U = np.einsum("rso,rsk->rok", site.D, W)          # Dᵀ w per row
+                U = np.einsum("rq,qok->rok", site.gram, U)        # (Gram ⊗ I)
+                out += np.einsum("rso,rok->rsk", site.D, U)       # D
+            return out.reshape(n, k)
+
+        return NamedOperator("K_kronecker", (n, n), mm, mm)
+
+    # ---------------------------------------------------------- gradient
+    def _check_traj(self, name, e):
+        B, T, S = self.shape
+        return as_real_array(name, e, (B, T, S), ("B", "T", "S"))
+
+    def grad(self, e):
+        """``∇_θ L = J_θᵀ P* e`` for the error signal ``e = ∂L/∂z`` (B, T, S) → (p,)."""
+        e = self._check_traj("e", e)
+        if self.adjoint == "continuous":
+            return self.cell.continuous_adjoint_gradient(self.theta, self.x, self.h0, self.z, e)
+        W = np.ascontiguousarray(e.transpose(1, 0, 2))[None]
+        return self._JT(self.propagate_backward_in_time(W))[0]
+
+    def __repr__(self):
+        B, T, S = self.shape
+        return (f"Linearization({self.cell!r}, B={B}, T={T}, S={S}, p={self.num_params}, "
+                f"strategy={self.strategy!r}, adjoint={self.adjoint!r})")
+
+
+class KroneckerSite(NamedTuple):
+    """One weight site of K's Kronecker form (rows ordered b·T + t)."""
+
+    params: tuple
+    activity: np.ndarray   # (B·T, a): the site's input activity, with a ones column for a bias
+    D: np.ndarray          # (B·T, S, o): ∂F/∂(site pre-activation)
+    gram: np.ndarray       # (B·T, B·T): activity activityᵀ
+
+
+class Loss(NamedTuple):
+    """Result of :func:`mse_loss`."""
+
+    value: float
+    e: np.ndarray
+    grad_w_out: np.ndarray
+    grad_b_out: np.ndarray
+    y: np.ndarray
+
+
+def mse_loss(z, target, w_out, b_out=None, *, mask=None, reduction="mean", cell=None):
+    r"""Mean-squared-error loss of the readout ``y = z_r W_outᵀ + b_out`` (SPEC §4).
+
+    Parameters
+    ----------
+    z : (B, T, S) array
+        Trajectory.
+    target : (B, T, O) array
+    w_out : (O, R) array
+        Readout weights; ``R = S``, or ``R = cell.output_size`` when ``cell``
+        is given (the readout then reads the first ``R`` state entries, e.g.
+        ``h`` of an LSTM's ``[h, c]``).
+    b_out : (O,) array, optional (zeros, and its gradient is still returned)
+    mask : (B, T) or (B, T, O) array, optional
+        Weights (0/1 or bool) multiplying each squared error; a (B, T) mask
+        applies to every output. Values must be finite and non-negative.
+    reduction : {'mean', 'sum'}
+        ``torch.nn.MSELoss``'s: 'mean' divides by ``B·T·O`` — the number of
+        all entries, masked or not, as SPEC §4 says — 'sum' does not.
+
+    Returns
+    -------
+    Loss
+        ``value`` (float), ``e = ∂L/∂z`` (B, T, S; zero on state entries the
+        readout does not read), ``grad_w_out`` (O, R), ``grad_b_out`` (O,),
+        and the readout ``y`` (B, T, O).
+
+    Notes
+    -----
+    With residual ``r = m ⊙ (y − target)`` and ``c = B·T·O`` ('mean') or 1::
+
+        L = Σ m ⊙ (y − target)² / c
+        ∂L/∂y = 2 r / c,   e = (∂L/∂y) W_out,   ∂L/∂W_out = Σ_{b,t} (∂L/∂y)_{bt} z_{r,bt}ᵀ
+    """
+    z = as_real_array("z", z, (None, None, None), ("B", "T", "S"))
+    B, T, S = z.shape
+    R = S if cell is None else cell.output_size
+    if cell is not None and cell.state_size != S:
+        raise ValueError(f"z: expected state size S={cell.state_size} for {cell!r}, got {S}")
+    w_out = as_real_array("w_out", w_out, (None, R), ("O", "R"))
+    O = w_out.shape[0]
+    target = as_real_array("target", target, (B, T, O), ("B", "T", "O"))
+    b_out = np.zeros(O) if b_out is None else as_real_array("b_out", b_out, (O,), ("O",))
+    check_choice("reduction", reduction, ("mean", "sum"))
+    if mask is None:
+        m = np.ones((B, T, O))
+    else:
+        mask_arr = np.asarray(mask)
+        if mask_arr.dtype == bool:
+            mask_arr = mask_arr.astype(np.float64)
+        if mask_arr.ndim == 2:
+            mask_arr = as_real_array("mask", mask_arr, (B, T), ("B", "T"))
+            m = np.repeat(mask_arr[:, :, None], O, axis=2)
+        else:
+            m = as_real_array("mask", mask_arr, (B, T, O), ("B", "T", "O"))
+        if (m < 0).any():
+            raise ValueError(f"mask: expected non-negative weights, got minimum {m.min()}")
+    zr = z[:, :, :R]
+    y = zr @ w_out.T + b_out
+    diff = y - target
+    c = float(B * T * O) if reduction == "mean" else 1.0
+    value = float(np.sum(m * diff * diff) / c)
+    dy = (2.0 / c) * (m * diff)
+    e = np.zeros((B, T, S))
+    e[:, :, :R] = dy @ w_out
+    grad_w = dy.reshape(-1, O).T @ zr.reshape(-1, R)
+    grad_b = dy.reshape(-1, O).sum(axis=0)
+    return Loss(value, e, grad_w, grad_b, y)
