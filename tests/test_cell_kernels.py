@@ -6,7 +6,7 @@ For each cell, bias on and off, on random rows and blocks of k ≥ 2 vectors:
 * the dense state Jacobian equals state_jvp of the identity;
 * state_jvp and param_jvp equal the complex-step derivative (step 1e-30) of
   ``cell.step(..., complex_step=True)`` to ≤ 1e-12 relative;
-* each weight site of ``_sites`` reproduces param_jvp restricted to its parameters;
+* each weight site of ``weight_sites`` reproduces param_jvp restricted to its parameters;
 * the forward steps against the SPEC §2 formulas written independently in NumPy;
 * Linear: F is W h + U x + b and A = W exactly; LeakyRNN(alpha=1) is W tanh(h) + U x + b;
 * bad constructor arguments are refused with messages naming them;
@@ -102,7 +102,7 @@ def test_sites_reproduce_param_jvp(problem, seed):
     rng = np.random.default_rng(seed)
     slices = cell.param_slices()
     covered = []
-    for names, act, D in cell._sites(pt):
+    for names, act, D in cell.weight_sites(pt):
         M, S, o = D.shape
         assert M == pt.num_rows and S == cell.state_size and act.shape[0] == M
         d = np.zeros(cell.num_params)

@@ -182,7 +182,7 @@ def test_kronecker_check_catches_a_wrong_site(monkeypatch):
     cell, theta, _, _, rng = _setup(2, 3, 1, 8, g=1.4)
     x = rng.standard_normal((2, 4, 2))
     lin = kpref.linearize(cell, theta, x, rng.standard_normal((2, 6)))
-    original = cell._sites
+    original = cell.weight_sites
 
     def h_rows_only(pt):
         out = []
@@ -192,6 +192,6 @@ def test_kronecker_check_catches_a_wrong_site(monkeypatch):
             out.append((names, act, D))
         return out
 
-    monkeypatch.setattr(cell, "_sites", h_rows_only)
+    monkeypatch.setattr(cell, "weight_sites", h_rows_only)
     K = kpref.todense(lin.K)
     assert np.abs(kpref.todense(lin.K_kronecker) - K).max() > 1e-3 * np.abs(K).max()

@@ -211,7 +211,7 @@ def test_linearize_bad_input():
         lin.apply_A(4, np.zeros((1, 2, 3)))
 
 
-WITH_SITES = [n for n in kst.cell_names() if hasattr(kst.CELL_FACTORIES[n](1, 1, True), "_sites")]
+WITH_SITES = [n for n in kst.cell_names() if kst.CELL_FACTORIES[n](1, 1, True).has_weight_sites]
 
 
 @given(kst.problems(names=WITH_SITES, max_batch=2, max_time=4))

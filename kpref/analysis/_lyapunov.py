@@ -36,6 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import as_generator, check_bool, check_choice, check_positive_int
+from ..operators import Linearization
 
 __all__ = ["lyapunov_spectrum", "kaplan_yorke_dimension"]
 
@@ -65,9 +66,8 @@ def lyapunov_spectrum(lin, k=None, per_trial=False, *, transient=0, init="identi
     (k,) or (B, k) float64 array
         Exponents, descending (per trial before averaging), per unit time.
     """
-    for attr in ("shape", "apply_A", "cell"):
-        if not hasattr(lin, attr):
-            raise TypeError(f"lin: expected a kpref Linearization (from kpref.linearize), got {type(lin).__name__}")
+    if not isinstance(lin, Linearization):
+        raise TypeError(f"lin: expected a kpref Linearization (from kpref.linearize), got {type(lin).__name__}")
     B, T, S = lin.shape
     k = S if k is None else check_positive_int("k", k)
     if k > S:

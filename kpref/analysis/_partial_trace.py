@@ -70,6 +70,7 @@ import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
 from .._checks import DEFAULT_MEMORY_LIMIT, as_generator, check_choice, check_memory, check_positive_int
+from ..operators import Linearization
 from ..operators._input import as_operator, column_blocks, identity_block, stream_block_size
 from ._traces import rademacher
 
@@ -407,9 +408,8 @@ def effective_dimensions(lin, operators=("K", "P", "NTK"), axes=AXIS_NAMES, meth
         ``{operator: {axis: value}}`` (``(value, error)`` with ``return_error``),
         e.g. ``dims['K']['time']`` is the "effective dimension in time" of ``K``.
     """
-    for attr in ("shape", "K", "P", "NTK"):
-        if not hasattr(lin, attr):
-            raise TypeError(f"lin: expected a kpref Linearization (from kpref.linearize), got {type(lin).__name__}")
+    if not isinstance(lin, Linearization):
+        raise TypeError(f"lin: expected a kpref Linearization (from kpref.linearize), got {type(lin).__name__}")
     shape = tuple(lin.shape)
     if isinstance(operators, str) or isinstance(axes, str):
         raise TypeError("operators, axes: expected sequences of names, e.g. ('K', 'P') and ('time',), got a string")

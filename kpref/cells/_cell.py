@@ -129,6 +129,81 @@ class Cell(abc.ABC):
     #: Names of weight matrices whose H×H blocks are redrawn by ``init_params(g=...)``.
     recurrent_weights = ("weight_hh",)
 
+    # ------------------------------------------------------- capabilities
+    # What diagnostics and checkers may assume about a cell is declared here,
+    # never inferred from its class name or sizes. The defaults claim nothing:
+    # a new cell that does not declare a capability is refused (or checked by
+    # the slower, always-valid route), not silently misread.
+
+    #: Names of the row blocks of the stacked weights (``weight_ih``,
+    #: ``weight_hh``, ``bias_ih``, ``bias_hh`` of ``len(gate_names)·H`` rows),
+    #: in row order: GRU ``('r', 'z', 'n')``, LSTM ``('i', 'f', 'g', 'o')``;
+    #: ``()`` when the weights are not stacked gates.
+    gate_names = ()
+
+    #: Whether ``F`` is analytic in ``(h, x, θ)`` (complex-step derivatives are
+    #: valid): ``False`` by default, so checkers use finite differences unless
+    #: a cell declares it (ReLU is not analytic; tanh and sigmoid are).
+    analytic = False
+
+    #: Whether :meth:`weight_sites` is implemented (the Kronecker form of K).
+    has_weight_sites = False
+
+    #: Whether :meth:`continuous_adjoint` is implemented (``linearize(...,
+    #: adjoint='continuous')``).
+    has_continuous_adjoint = False
+
+    @property
+    def state_parts(self):
+        """The named parts of the state vector, in order: tuple of ``(name, size)``.
+
+        Default ``(('h', state_size),)``; the LSTM's ``[h, c]`` is
+        ``(('h', H), ('c', H))``. The sizes add up to ``state_size``.
+        """
+        return (("h", self.state_size),)
+
+    def weight_sites(self, pt):
+        """The weight sites of K's Kronecker form (SPEC §3) at the point ``pt``.
+
+        Returns a list of ``(names, activity, D)``: for a weight used as
+        ``W a`` inside ``F`` (activity ``a`` (M, q), with a column of ones when
+        the site has a bias), ``names`` the parameter blocks of the site and
+        ``D = ∂F/∂(pre-activation)`` (M, S, o) row by row; K is
+        ``Σ_sites D (a aᵀ ⊗ I_o) Dᵀ``. A cell declares ``has_weight_sites =
+        True`` and implements the hook ``_weight_sites(pt)``.
+
+        Raises
+        ------
+        NotImplementedError
+            When the cell declares no weight sites (``has_weight_sites`` is
+            False), e.g. ODE cells, whose parameters enter every stage.
+        """
+        pt = self._check_point(pt)
+        if not self.has_weight_sites:
+            raise NotImplementedError(
+                f"weight_sites: {type(self).__name__} declares no weight sites (has_weight_sites=False); "
+                "a cell whose weights each enter F once as W a declares has_weight_sites = True and "
+                "implements _weight_sites(pt); lin.K is exact for every cell")
+        return self._weight_sites(pt)
+
+    def _weight_sites(self, pt):
+        """Hook of :meth:`weight_sites` (cells declaring ``has_weight_sites = True`` implement it)."""
+        raise NotImplementedError(f"{type(self).__name__} declares has_weight_sites but does not implement "
+                                  "_weight_sites(pt)")
+
+    def continuous_adjoint(self):
+        """The continuous-adjoint strategy of this cell (an :class:`~kpref.operators.AdjointStrategy`).
+
+        Raises
+        ------
+        NotImplementedError
+            When the cell declares none (``has_continuous_adjoint`` is False):
+            every discrete cell.
+        """
+        raise NotImplementedError(
+            f"continuous_adjoint: {type(self).__name__} declares no continuous adjoint "
+            "(has_continuous_adjoint=False; ODE cells have one); use adjoint='discrete'")
+
     def __init__(self, input_size, hidden_size, state_size, param_shapes):
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
@@ -253,7 +328,7 @@ class Cell(abc.ABC):
         With ``complex_step=True`` complex ``theta``, ``h`` and ``x`` are
         accepted (the cell is evaluated in complex arithmetic) so that
         ``Im F(z + i s v) / s`` gives a derivative to rounding; only for
-        analytic cells (every cell but Elman with ReLU).
+        analytic cells (``cell.analytic``; every built-in cell but Elman with ReLU).
         """
         if complex_step:
             theta = as_real_or_complex_array("theta", theta, (self.num_params,), ("p",))
@@ -457,8 +532,12 @@ class TorchConventionCell(Cell):
     ``state_blocks · H`` entries (2 for the LSTM's ``[h, c]``).
     """
 
-    gates = 1
     state_blocks = 1
+
+    @property
+    def gates(self):
+        """Number of stacked row blocks: ``len(gate_names)``, or 1 when the weights are not gated."""
+        return len(self.gate_names) or 1
 
     def __init__(self, input_size, hidden_size, bias=True):
         input_size = check_positive_int("input_size", input_size)

@@ -151,6 +151,13 @@ class Elman(TorchConventionCell):
     module docstring of :mod:`kpref.cells._elman`.
     """
 
+    has_weight_sites = True
+
+    @property
+    def analytic(self):
+        """``True`` for tanh; ReLU is piecewise linear (no complex step)."""
+        return self.nonlinearity == "tanh"
+
     def __init__(self, input_size, hidden_size, nonlinearity="tanh", bias=True):
         self.nonlinearity = check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         super().__init__(input_size, hidden_size, bias)
@@ -186,7 +193,7 @@ class Elman(TorchConventionCell):
             blocks["bias_hh"] = db
         return self._pack_block(blocks, k)
 
-    def _sites(self, pt):
+    def _weight_sites(self, pt):
         """Weight sites ``(names, activity, D)`` of K's Kronecker form (see the module notes)."""
         M, H = pt.h.shape
         D = np.zeros((M, H, H))

@@ -237,7 +237,9 @@ class GRU(TorchConventionCell):
     :mod:`kpref.cells._gru`.
     """
 
-    gates = 3
+    gate_names = ("r", "z", "n")
+    analytic = True
+    has_weight_sites = True
 
     def _step(self, theta, h, x):
         return _gru_step(*self._weights(theta), np.ascontiguousarray(h), np.ascontiguousarray(x))
@@ -287,7 +289,7 @@ class GRU(TorchConventionCell):
         A[:, idx, idx] += u
         return A
 
-    def _sites(self, pt):
+    def _weight_sites(self, pt):
         """Weight sites ``(names, activity, D)`` of K's Kronecker form (see the module notes).
 
         ``D`` is (M, H, 3H): ``∂h'/∂gi`` for ``(weight_ih, bias_ih)`` reading

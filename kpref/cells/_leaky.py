@@ -181,6 +181,9 @@ def _affine_param_vjp(phi, x, W, alpha):
 class _AffineCell(Cell):
     """Shared layout of LeakyRNN and Linear: ``weight_hh`` (H, H), ``weight_ih`` (H, N), ``bias`` (H)."""
 
+    analytic = True
+    has_weight_sites = True
+
     def __init__(self, input_size, hidden_size, bias):
         bias = check_bool("bias", bias)
         self.bias = bool(bias)
@@ -269,7 +272,7 @@ class LeakyRNN(_AffineCell):
         A[:, idx, idx] += 1.0 - self.alpha
         return A
 
-    def _sites(self, pt):
+    def _weight_sites(self, pt):
         """Weight sites ``(names, activity, D)`` of K's Kronecker form: ``W`` reads ``tanh(h)``, ``(U, b)`` reads ``[x, 1]``, ``D = α I``."""
         return self._affine_sites(pt, pt.cache[0].copy(), self.alpha)
 
@@ -324,7 +327,7 @@ class Linear(_AffineCell):
         w = self._view(pt.theta, "weight_hh")
         return np.ascontiguousarray(np.broadcast_to(w, (pt.num_rows,) + w.shape))
 
-    def _sites(self, pt):
+    def _weight_sites(self, pt):
         """Weight sites ``(names, activity, D)`` of K's Kronecker form: ``W`` reads ``h``, ``(U, b)`` reads ``[x, 1]``, ``D = I``."""
         return self._affine_sites(pt, pt.h.copy(), 1.0)
 

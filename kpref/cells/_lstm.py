@@ -233,8 +233,15 @@ class LSTM(TorchConventionCell):
     four ``H×H`` blocks of ``weight_hh``.
     """
 
-    gates = 4
+    gate_names = ("i", "f", "g", "o")
     state_blocks = 2
+    analytic = True
+    has_weight_sites = True
+
+    @property
+    def state_parts(self):
+        """``(('h', H), ('c', H))``: the state is ``[h, c]``."""
+        return (("h", self.hidden_size), ("c", self.hidden_size))
 
     def _step(self, theta, h, x):
         return _lstm_step(*self._weights(theta), h, x)
@@ -275,7 +282,7 @@ class LSTM(TorchConventionCell):
             blocks["bias_hh"] = db
         return self._pack_block(blocks, k)
 
-    def _sites(self, pt):
+    def _weight_sites(self, pt):
         """Weight sites ``(names, activity, D)`` of K's Kronecker form (see the module notes).
 
         ``(weight_ih, bias_ih)`` reads ``[x, 1]`` and ``(weight_hh, bias_hh)``

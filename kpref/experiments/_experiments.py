@@ -81,6 +81,7 @@ import numpy as np
 from .. import analysis
 from .. import tasks as _tasks
 from .._checks import as_generator, check_choice, check_positive_float, check_positive_int
+from ..cells import GRU, LSTM, Elman, LeakyRNN
 from ..operators._linearization import linearize, mse_loss
 from ..training._train import train
 
@@ -198,24 +199,19 @@ class ExperimentConfig:
 
 
 # ------------------------------------------------------------------- cells
-def available_cells():
-    """Cell names the experiments know, among those this kpref build provides."""
-    import kpref
+def _cell_classes():
+    return {"gru": GRU, "elman": Elman, "lstm": LSTM, "leaky": LeakyRNN}
 
-    names = []
-    for name, cls in (("gru", "GRU"), ("elman", "Elman"), ("lstm", "LSTM"), ("leaky", "LeakyRNN")):
-        if hasattr(kpref, cls):
-            names.append(name)
-    return tuple(names)
+
+def available_cells():
+    """Cell names the experiments know."""
+    return tuple(_cell_classes())
 
 
 def make_cell(name, input_size, hidden_size):
     """The cell called ``name`` (``'gru'``, ``'elman'`` (tanh), ``'lstm'``, ``'leaky'``)."""
-    import kpref
-
     name = check_choice("cell", name, available_cells())
-    cls = {"gru": "GRU", "elman": "Elman", "lstm": "LSTM", "leaky": "LeakyRNN"}[name]
-    return getattr(kpref, cls)(input_size, hidden_size)
+    return _cell_classes()[name](input_size, hidden_size)
 
 
 # --------------------------------------------------------- spectral pieces

@@ -268,6 +268,11 @@ class VectorField:
     """
 
     param_shapes = None
+    #: Names of (S, S) blocks that ``init_params(g=...)`` redraws with gain ``g``.
+    recurrent_weights = ()
+    #: Whether ``f`` is analytic in ``(z, x, θ)`` and accepts complex arrays
+    #: (complex-step checks valid); declare ``True`` only then.
+    analytic = False
 
     def f(self, z, x, params):
         raise NotImplementedError(f"{_field_name(self)}.f(z, x, params) is not implemented")
@@ -369,6 +374,12 @@ class ODECell(Cell):
     """
 
     continuous = True
+    has_continuous_adjoint = True
+
+    @property
+    def analytic(self):
+        """The field's declaration (:attr:`VectorField.analytic`): the step is analytic when ``f`` is."""
+        return bool(self.field.analytic)
 
     def __init__(self, field, input_size, state_size, dt, method, *, output_size=None, check=True):
         if not isinstance(field, VectorField):
@@ -387,7 +398,7 @@ class ODECell(Cell):
         self.order = self._tableau.order
         super().__init__(input_size, state_size, state_size, shapes)
         self.field = field
-        recurrent = tuple(getattr(field, "recurrent_weights", ()) or ())
+        recurrent = tuple(field.recurrent_weights or ())
         for name in recurrent:
             if name not in shapes or shapes[name] != (state_size, state_size):
                 raise ValueError(

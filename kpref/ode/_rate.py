@@ -128,6 +128,7 @@ class RateField(VectorField):
     """
 
     recurrent_weights = ("weight_hh",)
+    analytic = True
 
     def __init__(self, input_size, hidden_size, tau=1.0, bias=True):
         N = check_positive_int("input_size", input_size)

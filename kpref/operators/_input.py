@@ -115,7 +115,9 @@ def as_operator(name, op, *, square=False):
     square : bool
         Require a square operator.
     """
-    if hasattr(op, "K") and hasattr(op, "P") and hasattr(op, "NTK") and not isinstance(op, LinearOperator):
+    from ._linearization import Linearization  # here: _linearization imports this module
+
+    if isinstance(op, Linearization):
         raise TypeError(
             f"{name}: expected a LinearOperator, got a {type(op).__name__}; pass one of its operators, "
             f"e.g. {name}=lin.K, lin.P or lin.NTK"

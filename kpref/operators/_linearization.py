@@ -85,10 +85,10 @@ def linearize(cell, theta, x, h0=None, *, strategy="auto", adjoint="discrete", m
     theta, x, h0 = check_problem(cell, theta, x, h0)
     check_choice("strategy", strategy, ("auto", "matrix_free", "materialized"))
     check_choice("adjoint", adjoint, ("discrete", "continuous"))
-    if adjoint == "continuous" and not hasattr(cell, "continuous_adjoint_gradient"):
+    if adjoint == "continuous" and not cell.has_continuous_adjoint:
         raise ValueError(
-            f"adjoint: 'continuous' needs an ODE cell (RateODE, ODECell), got {type(cell).__name__}; "
-            "use adjoint='discrete'"
+            f"adjoint: 'continuous' needs an ODE cell (RateODE, ODECell), got {type(cell).__name__} "
+            "(has_continuous_adjoint=False); use adjoint='discrete'"
         )
     z = _run(cell, theta, x, h0)
     return Linearization(cell, theta, x, h0, z, strategy=strategy, adjoint=adjoint, memory_limit=memory_limit)
@@ -274,21 +274,22 @@ class Linearization:
         per row), the site's part of K is ``D (Gram(a) ⊗ I_o) Dᵀ`` with
         ``Gram(a) = a aᵀ`` over the B·T rows; K is the sum over sites. Rows of
         ``activity``, ``D`` and ``gram`` are ordered ``b·T + t`` like the
-        trajectory vectors. Needs the cell's ``_sites`` hook (every discrete
-        built-in cell has one). ODE cells have none: θ enters every integrator
+        trajectory vectors. Needs the cell's declared weight sites
+        (``cell.has_weight_sites``, :meth:`~kpref.Cell.weight_sites`; every
+        discrete built-in cell has them). ODE cells have none: θ enters every integrator
         stage, each at its own stage state, so ``∂F/∂W`` is a sum of terms with
         different activities and no single ``D (Gram(a) ⊗ I) Dᵀ`` factor exists;
         for them ``lin.K`` (exact, matrix-free) is the operator to use.
         """
-        if not hasattr(self.cell, "_sites"):
+        if not self.cell.has_weight_sites:
             raise NotImplementedError(
                 f"kronecker_factors: {type(self.cell).__name__} does not declare its weight sites "
-                "(a `_sites(pt)` method; ODE cells have none: parameters enter every integrator stage); "
+                "(has_weight_sites=False; ODE cells have none: parameters enter every integrator stage); "
                 "use lin.K, which is exact for every cell")
         B, T, S = self.shape
         order = np.arange(T * B).reshape(T, B).T.ravel()  # (b, t) → row t·B + b
         sites = []
-        for names, act, D in self.cell._sites(self.point):
+        for names, act, D in self.cell.weight_sites(self.point):
             check_memory("kronecker_factors", 8 * (D.size + (T * B) ** 2), self.memory_limit
                          if memory_limit is None else memory_limit)
             act = np.ascontiguousarray(act[order])

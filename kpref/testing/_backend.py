@@ -133,7 +133,6 @@ _HINTS = {
     "grad": "grad = J^T P* e: if J_adjoint and P_adjoint pass, the pairing of G_t with lambda_t in time",
 }
 
-_GATES = {"GRU": ("r", "z", "n"), "LSTM": ("i", "f", "g", "o")}
 _STACKED = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
@@ -311,13 +310,8 @@ class Report:
 
 # --------------------------------------------------------------------- helpers
 def _gates_of(cell):
-    names = getattr(cell, "gate_names", None)
-    if names:
-        return tuple(names)
-    for klass in type(cell).__mro__:
-        if klass.__name__ in _GATES:
-            return _GATES[klass.__name__]
-    return None
+    """The cell's declared ``gate_names`` (``None`` when it declares none)."""
+    return tuple(cell.gate_names) or None
 
 
 def _gate_rows(cell):
@@ -339,10 +333,13 @@ def _gate_rows(cell):
 
 def describe_state_index(cell, b, t, s):
     """"trial b, step t, unit s" (and ``of h``/``of c`` for an LSTM's ``[h, c]`` state)."""
-    H = cell.hidden_size
-    if cell.state_size == 2 * H:
-        part, unit = ("h", s) if s < H else ("c", s - H)
-        return f"trial {b}, step {t}, unit {unit} of {part}"
+    parts = tuple(cell.state_parts)
+    if len(parts) > 1:
+        start = 0
+        for part, size in parts:
+            if s < start + size:
+                return f"trial {b}, step {t}, unit {s - start} of {part}"
+            start += size
     return f"trial {b}, step {t}, unit {s}"
 
 

@@ -88,7 +88,7 @@ def verify_cell(name, cell, rng, B, T):
 
     v = rng.standard_normal(pt.h.shape)
     d = rng.standard_normal(p)
-    analytic = not (getattr(cell, "nonlinearity", "tanh") == "relu")
+    analytic = cell.analytic
     if analytic:
         cs_h = complex_step(lambda h: cell._step(theta.astype(complex), h, pt.x.astype(complex)), pt.h, v)
         cs_t = complex_step(lambda th: cell._step(th, pt.h.astype(complex), pt.x.astype(complex)), theta, d)
@@ -126,7 +126,7 @@ def verify_cell(name, cell, rng, B, T):
         e = mse_loss(lin.z, target, w_out, reduction="sum", cell=cell).e
         cs = complex_step(lambda th: L(th.astype(complex)), theta, d)
         rows.append(("grad = J^T P* e", abs(lin.grad(e) @ d - cs) / max(abs(cs), 1e-300), 1e-12))
-    if hasattr(cell, "_sites"):  # the Kronecker core of SPEC §3 (discrete cells; ODE stages have no single site)
+    if cell.has_weight_sites:  # the Kronecker core of SPEC §3 (discrete cells; ODE stages have no single site)
         W = rng.standard_normal((lin.size, 3))
         rows.append(("K Kronecker = J J^T", _rel(lin.K_kronecker.matmat(W), lin.K.matmat(W)), 1e-12))
     mat = linearize(cell, theta, x, h0, strategy="materialized")
