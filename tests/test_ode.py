@@ -115,15 +115,22 @@ def test_rate_field_pairs_dot(bias, n, h, M, k, seed):
     cell = kpref.RateODE(n, h, tau=0.7, bias=bias)
     field = cell.field
     rng = np.random.default_rng(seed)
-    params = cell._params(cell.init_params(rng, g=1.2))
+    params = cell.unflatten(cell.init_params(rng, g=1.2))
     z = rng.standard_normal((M, h))
     x = rng.standard_normal((M, n))
-    cache = field._prepare_rows(z, x, params)
-    dottest_pair(lambda V: field._jvp_z_block(z, x, params, cache, V),
-                 lambda W: field._vjp_z_block(z, x, params, cache, W),
+    cache = field.prepare_rows(z, x, params)
+    dottest_pair(lambda V: field.jvp_z_block(z, x, params, cache, V),
+                 lambda W: field.vjp_z_block(z, x, params, cache, W),
                  (k, M, h), (k, M, h), rng=rng, n_pairs=3, name="J")
-    dottest_pair(lambda d: field._jvp_params_block(z, x, params, cache, cell._unpack_block(d)),
-                 lambda W: cell._pack_block(field._vjp_params_block(z, x, params, cache, W), k),
+    slices = cell.param_slices()
+
+    def unpack(d):   # (k, p) → dict name → (k, *shape)
+        return {name: d[:, sl].reshape((k,) + cell.param_shapes[name]) for name, sl in slices.items()}
+
+    def pack(blocks):  # dict name → (k, *shape) → (k, p)
+        return np.hstack([blocks[name].reshape(k, -1) for name in slices])
+    dottest_pair(lambda d: field.jvp_params_block(z, x, params, cache, unpack(d)),
+                 lambda W: pack(field.vjp_params_block(z, x, params, cache, W)),
                  (k, cell.num_params), (k, M, h), rng=rng, n_pairs=3, name="Phi")
 
 
@@ -191,7 +198,7 @@ def test_complex_step_catches_a_wrong_stage_tangent(monkeypatch):
     theta, pt = _point(cell, 0, 3)
     v = np.random.default_rng(0).standard_normal(pt.h.shape)
     cs = complex_step(lambda h: cell.step(theta, h, pt.x, complex_step=True), pt.h, v)
-    original = cell.field._jvp_z_block
+    original = cell.field.jvp_z_block
     calls = []
 
     def drop_third(*args):
@@ -199,7 +206,7 @@ def test_complex_step_catches_a_wrong_stage_tangent(monkeypatch):
         out = original(*args)
         return 0.0 * out if len(calls) == 3 else out
 
-    monkeypatch.setattr(cell.field, "_jvp_z_block", drop_third)
+    monkeypatch.setattr(cell.field, "jvp_z_block", drop_third)
     assert _rel(cell.state_jvp(pt, v[None])[0], cs) > 1e-6
 
 
@@ -312,7 +319,7 @@ def test_discrete_gradient_against_complex_step():
 
 
 # ------------------------------------------------ continuous adjoint order
-def _order_of_continuous_adjoint(make_cell, levels=(2, 4, 8), dt0=0.4):
+def _order_of_continuous_adjoint(make_cell, levels=(2, 4, 8), dt0=0.4, adjoint="continuous"):
     """Fitted slope of log‖g_cont − g_disc‖ against log dt, dt = dt0/r, x repeated r times.
 
     The loads stay at the original sample times (e_ref[:, r(t+1)−1] = e[:, t],
@@ -332,7 +339,8 @@ def _order_of_continuous_adjoint(make_cell, levels=(2, 4, 8), dt0=0.4):
         er = np.zeros((B, T * r, cell.state_size))
         er[:, r - 1::r] = e
         g_disc, z = _discrete_gradient(cell, theta, xr, h0, er)
-        g_cont = cell.continuous_adjoint_gradient(theta, xr, h0, z, er)
+        g_cont = (cell.continuous_adjoint_gradient(theta, xr, h0, z, er) if adjoint == "continuous"
+                  else kpref.linearize(cell, theta, xr, h0, adjoint=adjoint).grad(er))
         dts.append(dt0 / r)
         diffs.append(np.linalg.norm(g_cont - g_disc) / np.linalg.norm(g_disc))
     slope = np.polyfit(np.log(dts), np.log(diffs), 1)[0]
@@ -353,13 +361,13 @@ def test_continuous_adjoint_order_user_field():
     assert abs(slope - 4) <= 0.5
 
 
-def test_order_check_catches_a_wrong_stage_state(monkeypatch):
+def test_order_check_catches_a_wrong_stage_state():
     """Evaluating the c = 1/2 stages at the step's start instead of its middle breaks RK4's order."""
-    def make(dt):
-        cell = kpref.RateODE(2, 3, tau=1.0, dt=dt, method="rk4")
-        monkeypatch.setattr(cell, "_midstep_state", lambda params, z_start, x_t: z_start)
-        return cell
-    slope, _ = _order_of_continuous_adjoint(make)
+    class StartNotMiddle(kpref.ode.ContinuousAdjoint):
+        def midstep_state(self, cell, params, z_start, x_t):
+            return z_start
+    slope, _ = _order_of_continuous_adjoint(lambda dt: kpref.RateODE(2, 3, tau=1.0, dt=dt, method="rk4"),
+                                            adjoint=StartNotMiddle())
     assert abs(slope - 4) > 0.5
 
 

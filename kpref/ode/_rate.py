@@ -1,6 +1,6 @@
 r"""The rate network ODE ``dz/ds = (−z + W tanh(z) + U x + b)/τ`` as a kpref cell.
 
-:class:`RateODE` is an :class:`~kpref.ode._ode.ODECell` whose field is the
+:class:`RateODE` is an :class:`~kpref.ode.ODECell` whose field is the
 numba-batched :class:`RateField`; it shares the integrator code (stages,
 their tangents and adjoints, the continuous adjoint) with every user field.
 
@@ -24,7 +24,7 @@ Field parameter tangent / adjoint (``u = w / τ``)::
     δW = Σ_m u_m tanh(z_m)ᵀ,   δU = Σ_m u_m x_mᵀ,   δb = Σ_m u_m
 
 The stage equations of Euler, midpoint and RK4 built on these are in
-:mod:`kpref.ode._ode`. Euler with ``dt/τ = α`` gives
+:mod:`kpref.ode._stepper`. Euler with ``dt/τ = α`` gives
 ``h' = h + α (−h + W tanh(h) + U x + b) = (1 − α) h + α (W tanh(h) + U x + b)``,
 which is :class:`kpref.LeakyRNN` with the same parameters (equal to rounding).
 """
@@ -37,7 +37,8 @@ import numpy as np
 
 from .._checks import check_bool, check_positive_float, check_positive_int
 from .._jit import njit
-from ._ode import ODECell, VectorField
+from ._field import VectorField
+from ._ode import ODECell
 
 __all__ = ["RateField", "RateODE"]
 
@@ -153,27 +154,27 @@ class RateField(VectorField):
                 np.ascontiguousarray(db, dtype=np.float64))
 
     # ---- block hooks (what ODECell calls)
-    def _prepare_rows(self, z, x, params):
+    def prepare_rows(self, z, x, params):
         return _rate_prepare(np.ascontiguousarray(z))
 
-    def _f_rows(self, z, x, params):
+    def f_rows(self, z, x, params):
         w_hh, w_ih, b = self._weights(params)
         dtype = np.result_type(z, x, w_hh)
         return _rate_f(*(np.ascontiguousarray(a, dtype=dtype) for a in (w_hh, w_ih, b, )), self.tau,
                        np.ascontiguousarray(z, dtype=dtype), np.ascontiguousarray(x, dtype=dtype))
 
-    def _jvp_z_block(self, z, x, params, cache, V):
+    def jvp_z_block(self, z, x, params, cache, V):
         return _rate_jvp_z(self._weights(params)[0], cache[1], self.tau, np.ascontiguousarray(V))
 
-    def _vjp_z_block(self, z, x, params, cache, W):
+    def vjp_z_block(self, z, x, params, cache, W):
         return _rate_vjp_z(self._weights(params)[0], cache[1], self.tau, np.ascontiguousarray(W))
 
-    def _jvp_params_block(self, z, x, params, cache, dparams):
+    def jvp_params_block(self, z, x, params, cache, dparams):
         k = dparams["weight_hh"].shape[0]
         return _rate_jvp_params(cache[0], np.ascontiguousarray(x), *self._direction_block(dparams, k, z.shape[1]),
                                 self.tau)
 
-    def _vjp_params_block(self, z, x, params, cache, W):
+    def vjp_params_block(self, z, x, params, cache, W):
         dw_hh, dw_ih, db = _rate_vjp_params(cache[0], np.ascontiguousarray(x), np.ascontiguousarray(W), self.tau)
         out = OrderedDict(weight_hh=dw_hh, weight_ih=dw_ih)
         if self.bias:
@@ -182,20 +183,20 @@ class RateField(VectorField):
 
     # ---- the public VectorField methods (one direction), through the same kernels
     def f(self, z, x, params):
-        return self._f_rows(np.asarray(z), np.asarray(x), params)
+        return self.f_rows(np.asarray(z), np.asarray(x), params)
 
     def jvp_z(self, z, x, params, v):
-        return self._jvp_z_block(z, x, params, self._prepare_rows(z, x, params), np.asarray(v)[None])[0]
+        return self.jvp_z_block(z, x, params, self.prepare_rows(z, x, params), np.asarray(v)[None])[0]
 
     def vjp_z(self, z, x, params, w):
-        return self._vjp_z_block(z, x, params, self._prepare_rows(z, x, params), np.asarray(w)[None])[0]
+        return self.vjp_z_block(z, x, params, self.prepare_rows(z, x, params), np.asarray(w)[None])[0]
 
     def jvp_params(self, z, x, params, dparams):
         block = {name: np.asarray(d)[None] for name, d in dparams.items()}
-        return self._jvp_params_block(z, x, params, self._prepare_rows(z, x, params), block)[0]
+        return self.jvp_params_block(z, x, params, self.prepare_rows(z, x, params), block)[0]
 
     def vjp_params(self, z, x, params, w):
-        got = self._vjp_params_block(z, x, params, self._prepare_rows(z, x, params), np.asarray(w)[None])
+        got = self.vjp_params_block(z, x, params, self.prepare_rows(z, x, params), np.asarray(w)[None])
         return OrderedDict((name, g[0]) for name, g in got.items())
 
 
@@ -219,9 +220,10 @@ class RateODE(ODECell):
     Parameters as :class:`kpref.LeakyRNN`: ``weight_hh`` (H, H),
     ``weight_ih`` (H, N), ``bias`` (H). ``F`` is one whole integrator step
     with the exact discrete tangent and adjoint (stage equations in
-    :mod:`kpref.ode._ode`, field derivatives in :mod:`kpref.ode._rate`). With
+    :mod:`kpref.ode._stepper`, field derivatives in :mod:`kpref.ode._rate`). With
     ``method='euler'`` and ``dt/τ = α`` the cell is ``LeakyRNN(alpha=α)``.
-    The continuous adjoint is :meth:`continuous_adjoint_gradient`.
+    The continuous adjoint is ``linearize(..., adjoint='continuous')``
+    (:class:`~kpref.ode.ContinuousAdjoint`).
     """
 
     def __init__(self, input_size, hidden_size, tau=1.0, dt=0.1, method="euler", bias=True):

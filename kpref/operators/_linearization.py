@@ -23,7 +23,7 @@ The gradient of a loss ``L(z)`` with ``e = ∂L/∂z`` is ``∇_θ L = J_θᵀ P
 backpropagation through time written as the adjoint recursion, exact for the
 discrete recurrence. For ODE cells ``adjoint='continuous'`` replaces it by
 the cell's continuous adjoint (an O(dt^order) approximation of the same
-gradient; see :mod:`kpref.ode._ode`). The operators stay the exact discrete ones.
+gradient; see :mod:`kpref.ode._adjoint`). The operators stay the exact discrete ones.
 
 Internally a block of ``k`` trajectory vectors is held as ``(k, T, B, S)``,
 so that ``(k, T·B, S)`` lines up with the step point's rows ``t·B + b`` (all
@@ -49,6 +49,7 @@ import numpy as np
 
 from ..cells._cell import StepPoint
 from .._checks import as_real_array, check_choice, check_memory, DEFAULT_MEMORY_LIMIT
+from ._adjoint import AdjointStrategy, DiscreteAdjoint
 from ._named import NamedOperator
 from ..cells._simulate import _run, check_problem
 
@@ -69,12 +70,15 @@ def linearize(cell, theta, x, h0=None, *, strategy="auto", adjoint="discrete", m
     h0 : (B, S) array, optional (zeros)
     strategy : {'auto', 'matrix_free', 'materialized'}
         How ``A_t`` is applied (see the module notes).
-    adjoint : {'discrete', 'continuous'}
-        Route of :meth:`Linearization.grad`. ``'discrete'`` (default) is the
-        exact gradient of the discrete recurrence. ``'continuous'`` (ODE cells
-        only) solves the continuous adjoint ODE: right for comparing with a
-        continuous-time method, wrong by O(dt^order) as the gradient of what
-        was actually simulated.
+    adjoint : {'discrete', 'continuous'} or AdjointStrategy
+        Route of :meth:`Linearization.grad` (:mod:`kpref.operators._adjoint`).
+        ``'discrete'`` (default, :class:`DiscreteAdjoint`) is the exact
+        gradient of the discrete recurrence. ``'continuous'`` (cells declaring
+        ``has_continuous_adjoint``: ODE cells) is ``cell.continuous_adjoint()``,
+        the adjoint ODE (:class:`~kpref.ode.ContinuousAdjoint`): right for
+        comparing with a continuous-time method, wrong by O(dt^order) as the
+        gradient of what was actually simulated. An :class:`AdjointStrategy`
+        instance is used as given (after its ``check(cell)``).
     memory_limit : int, optional
         Bytes any dense materialization may take (default 2 GiB).
 
@@ -84,14 +88,25 @@ def linearize(cell, theta, x, h0=None, *, strategy="auto", adjoint="discrete", m
     """
     theta, x, h0 = check_problem(cell, theta, x, h0)
     check_choice("strategy", strategy, ("auto", "matrix_free", "materialized"))
+    adjoint = _adjoint_strategy(cell, adjoint)   # refuse before simulating
+    z = _run(cell, theta, x, h0)
+    return Linearization(cell, theta, x, h0, z, strategy=strategy, adjoint=adjoint, memory_limit=memory_limit)
+
+
+def _adjoint_strategy(cell, adjoint):
+    """The :class:`AdjointStrategy` named or given by ``adjoint``, checked against ``cell``."""
+    if isinstance(adjoint, AdjointStrategy):
+        adjoint.check(cell)
+        return adjoint
     check_choice("adjoint", adjoint, ("discrete", "continuous"))
-    if adjoint == "continuous" and not cell.has_continuous_adjoint:
+    if adjoint == "discrete":
+        return DiscreteAdjoint()
+    if not cell.has_continuous_adjoint:
         raise ValueError(
             f"adjoint: 'continuous' needs an ODE cell (RateODE, ODECell), got {type(cell).__name__} "
             "(has_continuous_adjoint=False); use adjoint='discrete'"
         )
-    z = _run(cell, theta, x, h0)
-    return Linearization(cell, theta, x, h0, z, strategy=strategy, adjoint=adjoint, memory_limit=memory_limit)
+    return cell.continuous_adjoint()
 
 
 class Linearization:
@@ -99,17 +114,19 @@ class Linearization:
 
     Build with :func:`linearize`. Attributes: ``cell``, ``theta``, ``x``,
     ``h0``, ``z`` (B, T, S), ``shape == (B, T, S)``, ``size == B*T*S``,
-    ``num_params``, ``strategy`` (the one in use), ``adjoint``; operators
+    ``num_params``, ``strategy`` (the one in use), ``adjoint`` (the name of the
+    gradient's route) and ``adjoint_strategy`` (its :class:`AdjointStrategy`); operators
     ``P``, ``P_inv``, ``J_theta``, ``K``, ``NTK`` (and ``P.H`` = ``P*``).
     """
 
     def __init__(self, cell, theta, x, h0, z, *, strategy="auto", adjoint="discrete", memory_limit=None):
         self.cell, self.theta, self.x, self.h0, self.z = cell, theta, x, h0, z
+        self.adjoint_strategy = _adjoint_strategy(cell, adjoint)
         B, T, S = z.shape
         self.shape = (B, T, S)
         self.size = B * T * S
         self.num_params = cell.num_params
-        self.adjoint = adjoint
+        self.adjoint = self.adjoint_strategy.name or type(self.adjoint_strategy).__name__
         self.memory_limit = DEFAULT_MEMORY_LIMIT if memory_limit is None else memory_limit
         # rows ordered (t, b): row t*B + b holds (h_{t-1}, x_t)
         h_prev = np.empty((T, B, S))
@@ -320,12 +337,11 @@ class Linearization:
         return as_real_array(name, e, (B, T, S), ("B", "T", "S"))
 
     def grad(self, e):
-        """``∇_θ L = J_θᵀ P* e`` for the error signal ``e = ∂L/∂z`` (B, T, S) → (p,)."""
-        e = self._check_traj("e", e)
-        if self.adjoint == "continuous":
-            return self.cell.continuous_adjoint_gradient(self.theta, self.x, self.h0, self.z, e)
-        W = np.ascontiguousarray(e.transpose(1, 0, 2))[None]
-        return self._JT(self.propagate_backward_in_time(W))[0]
+        """``∇_θ L`` for the error signal ``e = ∂L/∂z`` (B, T, S) → (p,), by ``adjoint_strategy``.
+
+        ``J_θᵀ P* e`` with the default discrete adjoint (exact).
+        """
+        return self.adjoint_strategy.gradient(self, self._check_traj("e", e))
 
     def __repr__(self):
         B, T, S = self.shape

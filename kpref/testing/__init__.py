@@ -7,6 +7,8 @@
 * :func:`check_backend` → :class:`Report` — every operator of another
   implementation (torch, JAX, a GPU kernel) against kpref's, with budgets
   and the worst entry decoded.
+* :func:`check_field` — a user's ODE vector field against itself (tangents
+  against differences of ``f``, adjoints by dot tests), naming the culprit.
 * :func:`verify_cell` — every check of ``python -m kpref verify`` on one cell
   (a new cell's acceptance test): rows ``(check, name, size, worst, threshold)``.
 * :mod:`kpref.testing.strategies` — hypothesis strategies drawing kpref problems
@@ -20,6 +22,8 @@ so a test can also report it.
 from ._checkers import complex_step, dottest, dottest_pair, richardson, taylor_test
 from ._backend import OperatorCheck, Report, check_backend, reference_backend
 from ._verify import verify_cell
+from ._field import check_field
 
 __all__ = ["dottest", "dottest_pair", "taylor_test", "complex_step", "richardson",
-           "check_backend", "Report", "OperatorCheck", "reference_backend", "verify_cell"]
+           "check_backend", "Report", "OperatorCheck", "reference_backend", "verify_cell",
+           "check_field"]
