@@ -21,6 +21,7 @@ import kpref
 from kpref import StepPoint
 from kpref.strategies import finite_arrays
 from kpref.testing import complex_step, dottest_pair
+from tests.helpers import rel as _rel
 
 KINDS = ["gru", "leaky", "leaky1", "linear"]
 
@@ -46,10 +47,6 @@ def step_points(draw, kinds=KINDS):
     hs = draw(finite_arrays((M, h), 2.0))
     xs = draw(finite_arrays((M, n), 2.0))
     return cell, theta, cell.point(theta, hs, xs)
-
-
-def _rel(a, b):
-    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300)
 
 
 # ------------------------------------------------------------- dot tests

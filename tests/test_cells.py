@@ -15,6 +15,7 @@ from hypothesis import given, strategies as st
 import kpref
 import kpref.strategies as kst
 from kpref.testing import complex_step, dottest_pair, richardson, taylor_test
+from tests.helpers import rel as _rel
 
 ANALYTIC = [n for n in kst.cell_names() if n != "elman_relu"]
 # Linear is linear in h and in θ separately: its remainders are round-off; its closed form is tested instead
@@ -26,10 +27,6 @@ def _rows(problem, rng):
     cell, theta, x, h0 = problem
     lin = kpref.linearize(cell, theta, x, h0)
     return cell, theta, lin.point
-
-
-def _rel(a, b):
-    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300)
 
 
 @given(kst.problems(), st.integers(1, 3), st.integers(0, 2**31))

@@ -13,6 +13,7 @@ from hypothesis import given, strategies as st
 
 import kpref
 from kpref.testing import complex_step, dottest, dottest_pair
+from tests.helpers import rel as _rel
 
 
 def _sigmoid(a):
@@ -37,10 +38,6 @@ def _setup(n, h, M, seed, bias=True, g=None):
     hc = rng.standard_normal((M, 2 * h))
     x = rng.standard_normal((M, n))
     return cell, theta, hc, x, rng
-
-
-def _rel(a, b):
-    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300)
 
 
 @pytest.mark.parametrize("bias", [True, False])

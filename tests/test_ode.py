@@ -21,6 +21,7 @@ from hypothesis import given, strategies as st
 
 import kpref
 from kpref.testing import complex_step, dottest, dottest_pair
+from tests.helpers import rel as _rel
 
 METHODS = ["euler", "midpoint", "rk4"]
 
@@ -100,10 +101,6 @@ def _discrete_gradient(cell, theta, x, h0, e):
         grad += cell.param_vjp(pt, lam[None])[0]
         lam = cell.state_vjp(pt, lam[None])[0]
     return grad, z
-
-
-def _rel(a, b):
-    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300)
 
 
 # ------------------------------------------------------------- dot tests

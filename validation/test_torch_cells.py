@@ -32,13 +32,9 @@ torch = pytest.importorskip("torch")
 from torch.func import functional_call, jvp, vjp  # noqa: E402
 
 import kpref  # noqa: E402
+from tests.helpers import rel as _rel
 
 DT = torch.float64
-
-
-def _rel(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
 
 
 def _t(a):

@@ -43,6 +43,7 @@ from math import prod
 
 import numpy as np
 
+from .._identity import repeated_identity
 from .._checks import (
     as_generator,
     as_real_array,
@@ -388,9 +389,7 @@ class Cell(abc.ABC):
     def _state_jacobian(self, pt):
         """Default dense Jacobian: ``A`` applied to the identity block (one sweep)."""
         M, S = pt.num_rows, self.state_size
-        E = np.zeros((S, M, S))
-        for i in range(S):
-            E[i, :, i] = 1.0
+        E = np.ascontiguousarray(repeated_identity(M, S).transpose(1, 0, 2))   # E[i, m] = e_i at every row
         AE = self._state_jvp(pt, E)  # AE[i, m, :] = A_m e_i  (column i)
         return np.ascontiguousarray(AE.transpose(1, 2, 0))
 

@@ -80,9 +80,10 @@ import numpy as np
 
 from .. import analysis
 from .. import tasks as _tasks
+from .._identity import repeated_identity
 from .._checks import as_generator, check_choice, check_positive_float, check_positive_int
 from ..cells import GRU, LSTM, Elman, LeakyRNN
-from ..operators._linearization import linearize, mse_loss
+from ..operators import check_mask, linearize, mask_weights, mse_loss
 from ..training._train import train
 
 __all__ = [
@@ -104,7 +105,7 @@ __all__ = [
     "run_alignment",
 ]
 
-AXES = ("batch", "time", "hidden")
+AXES = analysis.AXIS_NAMES
 OPERATORS = ("K", "P", "NTK")
 
 
@@ -215,19 +216,21 @@ def make_cell(name, input_size, hidden_size):
 
 
 # --------------------------------------------------------- spectral pieces
+# The experiments summarize *recorded* states and operators, and a recorded
+# zero (a sub-task with no activity, states that stopped moving) is a result
+# to report, not an error: here the participation ratio, effective rank and
+# alignment of an all-zero argument are 0. kpref.analysis, whose functions
+# these call otherwise, refuses it instead (0/0 is undefined there). Decided
+# explicitly in issue 15; the report's figures and JSON show these zeros.
 def participation_ratio(M):
-    """``PR(M) = (tr M)² / tr(M²)`` of a symmetric PSD matrix (0 for M = 0)."""
-    tr = float(np.trace(M))
-    tr2 = float(np.sum(M * M))  # tr(M²) = ‖M‖_F² for symmetric M
-    return tr * tr / tr2 if tr2 > 0.0 else 0.0
+    """``PR(M) = (tr M)² / tr(M²)`` of a symmetric PSD matrix by :func:`kpref.analysis.participation_ratio`;
+    0 for ``M = 0`` (see the note above)."""
+    return float(analysis.participation_ratio(M)) if np.any(M) else 0.0
 
 
 def effective_rank_dense(X):
-    """``PR(X Xᵀ) = (Σσ²)² / Σσ⁴`` from the singular values of a dense matrix (reference)."""
-    s = np.linalg.svd(X, compute_uv=False)
-    s2 = s * s
-    den = float(np.sum(s2 * s2))
-    return float(np.sum(s2)) ** 2 / den if den > 0.0 else 0.0
+    """``PR(X Xᵀ) = (Σσ²)² / Σσ⁴`` by :func:`kpref.analysis.effective_rank` (dense SVD); 0 for ``X = 0``."""
+    return float(analysis.effective_rank(X)) if np.any(X) else 0.0
 
 
 def _axis_rows(A4, axis_index):
@@ -262,9 +265,7 @@ def _propagator_blocks(lin):
     """``P_b`` for every trial: (B, T·S, T·S), by one block product (P is block diagonal in b)."""
     B, T, S = lin.shape
     m = T * S
-    E = np.zeros((B, m, m))
-    E[:, np.arange(m), np.arange(m)] = 1.0
-    return lin.P.matmat(E.reshape(B * m, m)).reshape(B, m, m)
+    return lin.P.matmat(repeated_identity(B, m).reshape(B * m, m)).reshape(B, m, m)
 
 
 def propagator_summaries(lin):
@@ -454,8 +455,11 @@ def run_collapse(cell_name, g, config, *, progress=None, checkpoint_dir=None):
 
 # -------------------------------------------------------------- experiment 2
 def _cosine(a, b):
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    return float(np.vdot(a.ravel(), b.ravel()) / (na * nb)) if na > 0 and nb > 0 else 0.0
+    """``⟨a, b⟩ / (‖a‖ ‖b‖)`` (Frobenius) by :func:`kpref.analysis.alignment`; 0 when either is zero."""
+    if not (np.any(a) and np.any(b)):
+        return 0.0
+    a, b = np.reshape(a, (np.shape(a)[0], -1)), np.reshape(b, (np.shape(b)[0], -1))
+    return float(analysis.alignment(a, b))
 
 
 def _matrix_of(fn, R):
@@ -499,7 +503,7 @@ def subtask_flows(lin, e, rule, R):
 
 def subtask_losses(y, target, mask, rule, R):
     """Mean-reduced MSE restricted to the trials of each sub-task, normalized like the total (they sum to it)."""
-    m = np.ones(target.shape) if mask is None else np.repeat(mask[:, :, None], target.shape[2], axis=2)
+    m = mask_weights(check_mask(mask, *target.shape), *target.shape)
     sq = m * (y - target) ** 2 / target.size
     return [float(np.sum(sq[rule == a])) for a in range(R)]
 

@@ -25,6 +25,7 @@ import scipy.sparse
 from scipy.sparse.linalg import LinearOperator, aslinearoperator
 
 from .._checks import as_real_array, check_memory, DEFAULT_MEMORY_LIMIT
+from .._identity import column_blocks, identity_block, identity_columns
 
 __all__ = [
     "CheckedOperator",
@@ -150,12 +151,6 @@ def as_operator(name, op, *, square=False):
     return CheckedOperator(name, lin_op)
 
 
-def column_blocks(n, block):
-    """``(start, stop)`` pairs covering ``range(n)`` in blocks of ``block``."""
-    for start in range(0, n, block):
-        yield start, min(n, start + block)
-
-
 def stream_block_size(n_rows, n_cols, memory_limit=None, *, copies=2):
     """Columns per streamed block: ``copies`` blocks of ``n_rows`` floats within the working budget."""
     limit = DEFAULT_MEMORY_LIMIT if memory_limit is None else memory_limit
@@ -165,13 +160,6 @@ def stream_block_size(n_rows, n_cols, memory_limit=None, *, copies=2):
     return int(max(1, min(n_cols, budget // per_column)))
 
 
-def identity_block(n, start, stop):
-    """Columns ``start:stop`` of the ``n × n`` identity."""
-    E = np.zeros((n, stop - start))
-    E[np.arange(start, stop), np.arange(stop - start)] = 1.0
-    return E
-
-
 def materialize(chk, memory_limit=None, *, what=None):
     """Dense copy of a :class:`CheckedOperator` (memory checked first), built in column blocks."""
     n, m = chk.shape
@@ -179,11 +167,7 @@ def materialize(chk, memory_limit=None, *, what=None):
     dense = getattr(chk.op, "A", None)
     if isinstance(dense, np.ndarray) and dense.shape == (n, m):  # aslinearoperator(ndarray)
         return np.array(dense, dtype=np.float64, order="C")
-    out = np.empty((n, m))
-    block = stream_block_size(n, m, memory_limit, copies=1)
-    for start, stop in column_blocks(m, block):
-        out[:, start:stop] = chk.matmat(identity_block(m, start, stop))
-    return out
+    return identity_columns(chk.matmat, n, m, stream_block_size(n, m, memory_limit, copies=1))
 
 
 def symmetric_part_checked(name, M, tolerance=SYMMETRY_TOLERANCE):

@@ -51,9 +51,10 @@ from ..cells._cell import StepPoint
 from .._checks import as_real_array, check_choice, check_memory, DEFAULT_MEMORY_LIMIT
 from ._adjoint import AdjointStrategy, DiscreteAdjoint
 from ._named import NamedOperator
+from ._loss import Loss, mse_loss  # noqa: F401  (moved to _loss; importable from here as before)
 from ..cells._simulate import _run, check_problem
 
-__all__ = ["linearize", "Linearization", "mse_loss", "Loss", "KroneckerSite"]
+__all__ = ["linearize", "Linearization", "KroneckerSite"]
 
 _MATERIALIZE_MAX_STATE = 32
 _MATERIALIZE_MAX_BYTES = 64 * 1024**2
@@ -356,83 +357,3 @@ class KroneckerSite(NamedTuple):
     activity: np.ndarray   # (B·T, a): the site's input activity, with a ones column for a bias
     D: np.ndarray          # (B·T, S, o): ∂F/∂(site pre-activation)
     gram: np.ndarray       # (B·T, B·T): activity activityᵀ
-
-
-class Loss(NamedTuple):
-    """Result of :func:`mse_loss`."""
-
-    value: float
-    e: np.ndarray
-    grad_w_out: np.ndarray
-    grad_b_out: np.ndarray
-    y: np.ndarray
-
-
-def mse_loss(z, target, w_out, b_out=None, *, mask=None, reduction="mean", cell=None):
-    r"""Mean-squared-error loss of the readout ``y = z_r W_outᵀ + b_out`` (SPEC §4).
-
-    Parameters
-    ----------
-    z : (B, T, S) array
-        Trajectory.
-    target : (B, T, O) array
-    w_out : (O, R) array
-        Readout weights; ``R = S``, or ``R = cell.output_size`` when ``cell``
-        is given (the readout then reads the first ``R`` state entries, e.g.
-        ``h`` of an LSTM's ``[h, c]``).
-    b_out : (O,) array, optional (zeros, and its gradient is still returned)
-    mask : (B, T) or (B, T, O) array, optional
-        Weights (0/1 or bool) multiplying each squared error; a (B, T) mask
-        applies to every output. Values must be finite and non-negative.
-    reduction : {'mean', 'sum'}
-        ``torch.nn.MSELoss``'s: 'mean' divides by ``B·T·O`` — the number of
-        all entries, masked or not, as SPEC §4 says — 'sum' does not.
-
-    Returns
-    -------
-    Loss
-        ``value`` (float), ``e = ∂L/∂z`` (B, T, S; zero on state entries the
-        readout does not read), ``grad_w_out`` (O, R), ``grad_b_out`` (O,),
-        and the readout ``y`` (B, T, O).
-
-    Notes
-    -----
-    With residual ``r = m ⊙ (y − target)`` and ``c = B·T·O`` ('mean') or 1::
-
-        L = Σ m ⊙ (y − target)² / c
-        ∂L/∂y = 2 r / c,   e = (∂L/∂y) W_out,   ∂L/∂W_out = Σ_{b,t} (∂L/∂y)_{bt} z_{r,bt}ᵀ
-    """
-    z = as_real_array("z", z, (None, None, None), ("B", "T", "S"))
-    B, T, S = z.shape
-    R = S if cell is None else cell.output_size
-    if cell is not None and cell.state_size != S:
-        raise ValueError(f"z: expected state size S={cell.state_size} for {cell!r}, got {S}")
-    w_out = as_real_array("w_out", w_out, (None, R), ("O", "R"))
-    O = w_out.shape[0]
-    target = as_real_array("target", target, (B, T, O), ("B", "T", "O"))
-    b_out = np.zeros(O) if b_out is None else as_real_array("b_out", b_out, (O,), ("O",))
-    check_choice("reduction", reduction, ("mean", "sum"))
-    if mask is None:
-        m = np.ones((B, T, O))
-    else:
-        mask_arr = np.asarray(mask)
-        if mask_arr.dtype == bool:
-            mask_arr = mask_arr.astype(np.float64)
-        if mask_arr.ndim == 2:
-            mask_arr = as_real_array("mask", mask_arr, (B, T), ("B", "T"))
-            m = np.repeat(mask_arr[:, :, None], O, axis=2)
-        else:
-            m = as_real_array("mask", mask_arr, (B, T, O), ("B", "T", "O"))
-        if (m < 0).any():
-            raise ValueError(f"mask: expected non-negative weights, got minimum {m.min()}")
-    zr = z[:, :, :R]
-    y = zr @ w_out.T + b_out
-    diff = y - target
-    c = float(B * T * O) if reduction == "mean" else 1.0
-    value = float(np.sum(m * diff * diff) / c)
-    dy = (2.0 / c) * (m * diff)
-    e = np.zeros((B, T, S))
-    e[:, :, :R] = dy @ w_out
-    grad_w = dy.reshape(-1, O).T @ zr.reshape(-1, R)
-    grad_b = dy.reshape(-1, O).sum(axis=0)
-    return Loss(value, e, grad_w, grad_b, y)

@@ -18,6 +18,7 @@ import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
 from .._checks import as_real_array, check_memory
+from .._identity import identity_columns
 
 __all__ = ["NamedOperator", "todense"]
 
@@ -120,10 +121,4 @@ def todense(op, memory_limit=None, *, block=256):
         raise TypeError(f"op: expected a scipy.sparse.linalg.LinearOperator or ndarray, got {type(op).__name__}")
     n, m = op.shape
     check_memory(f"todense({getattr(op, 'name', type(op).__name__)})", 8 * n * m, memory_limit)
-    out = np.empty((n, m))
-    for start in range(0, m, block):
-        stop = min(m, start + block)
-        E = np.zeros((m, stop - start))
-        E[np.arange(start, stop), np.arange(stop - start)] = 1.0
-        out[:, start:stop] = op.matmat(E)
-    return out
+    return identity_columns(op.matmat, n, m, block)

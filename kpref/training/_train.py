@@ -54,7 +54,7 @@ import numpy as np
 
 from ..cells._cell import Cell
 from .._checks import as_generator, as_real_array, check_choice, check_positive_float, check_positive_int
-from ..operators._linearization import linearize, mse_loss
+from ..operators import check_mask, linearize, mse_loss
 from ..cells._simulate import _run, check_problem
 
 __all__ = [
@@ -139,15 +139,7 @@ def _check_readout(cell, readout, O):
     return Readout(w, b)
 
 
-def _check_mask(mask, B, T, O):
-    if mask is None:
-        return None
-    arr = np.asarray(mask)
-    if arr.dtype == bool:
-        arr = arr.astype(np.float64)
-    if arr.ndim == 2:
-        return as_real_array("mask", arr, (B, T), ("B", "T"))
-    return as_real_array("mask", arr, (B, T, O), ("B", "T", "O"))
+_check_mask = check_mask   # the one mask check, shared with mse_loss and the experiments
 
 
 def _loss_and_gradient(cell, theta, readout, x, target, mask, h0, reduction):
