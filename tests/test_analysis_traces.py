@@ -19,8 +19,8 @@ import pytest
 from scipy.sparse.linalg import LinearOperator, aslinearoperator
 
 from kpref.analysis import alignment, frobenius_norm, trace
-from kpref.analysis._traces import direct_target, gram_target, hutch_plus_plus, hutchinson, rademacher, xtrace
-from kpref.operators._input import as_operator
+from kpref.analysis import direct_target, gram_target, hutch_plus_plus, hutchinson, rademacher, xtrace
+from kpref.operators import as_operator
 
 Z = 5.0  # standard deviations: a correct estimator fails a single check with probability < 1e-6
 

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 import kpref
 import kpref.strategies as kst
-from kpref.testing._backend import OPERATORS, describe_param_index, describe_state_index
-from kpref.testing import OperatorCheck, Report, check_backend, reference_backend
+from kpref.testing import (OPERATORS, OperatorCheck, Report, check_backend, describe_param_index,
+                           describe_state_index, reference_backend)
 
 
 def _problem(cell, B=2, T=5, seed=0):

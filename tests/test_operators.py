@@ -7,7 +7,6 @@ from hypothesis import given, strategies as st
 import kpref
 import kpref.strategies as kst
 from kpref.testing import complex_step, dottest, taylor_test
-from kpref.cells._simulate import _run
 
 STRATEGIES = ["matrix_free", "materialized"]
 
@@ -75,12 +74,12 @@ def test_total_sensitivity_is_P_J(problem, seed):
     lin = _lin(problem)
     d = np.random.default_rng(seed).standard_normal(cell.num_params)
     pred = lin.P.matvec(lin.J_theta.matvec(d)).reshape(lin.shape)
-    if cell.__class__.__name__ == "Elman" and cell.nonlinearity == "relu":
+    if not cell.analytic:
         from kpref.testing import richardson
         est, err = richardson(lambda th: kpref.simulate(cell, th, x, h0), theta, d, h=1e-5)
         assert np.allclose(pred, est, rtol=1e-6, atol=1e-6 * (1 + np.abs(est).max()))
         return
-    cs = complex_step(lambda th: _run(cell, th.astype(complex), x.astype(complex), h0.astype(complex)), theta, d)
+    cs = complex_step(lambda th: kpref.simulate(cell, th, x, h0, complex_step=True), theta, d)
     assert np.linalg.norm(pred - cs) <= 1e-12 * max(np.linalg.norm(cs), 1e-300) + 1e-300
 
 
@@ -104,7 +103,7 @@ def test_gradient_against_complex_step_and_taylor(problem, seed):
     R = cell.output_size
 
     def L(th):
-        z = _run(cell, th.astype(np.result_type(th, float)), x, h0)[:, :, :R]
+        z = kpref.simulate(cell, th, x, h0, complex_step=True)[:, :, :R]
         r = z @ w_out.T + b_out - target
         return np.sum(r * r) / r.size
 
@@ -154,17 +153,19 @@ def test_a_wrong_adjoint_sweep_is_caught():
     theta = cell.init_params(rng=0, g=1.5)
     x = np.random.default_rng(1).standard_normal((2, 6, 2))
     lin = kpref.linearize(cell, theta, x, strategy="materialized")
+    B, T, S = lin.shape
 
-    def wrong_backward(W):
+    def backward(X, shift):          # P* on flat (B·T·S, k) columns, through the public apply_At
+        W = X.reshape(B, T, S, -1).transpose(3, 1, 0, 2)       # (k, T, B, S)
         L = np.empty_like(W)
-        T = W.shape[1]
         L[:, T - 1] = W[:, T - 1]
         for t in range(T - 2, -1, -1):
-            L[:, t] = W[:, t] + lin._At_step(t, L[:, t + 1])  # should be t + 1
-        return L
+            L[:, t] = W[:, t] + lin.apply_At(t + shift, L[:, t + 1])
+        return np.ascontiguousarray(L.transpose(2, 1, 3, 0)).reshape(B * T * S, -1)
 
-    wrong = kpref.operators._named.NamedOperator(
-        "P_wrong", lin.P.shape, lin._P_matmat, lambda X: lin._to_flat(wrong_backward(lin._to_internal(X))), "P_wrong*")
+    right = kpref.NamedOperator("P_right", lin.P.shape, lin.P.matmat, lambda X: backward(X, 1), "P_right*")
+    dottest(right, rng=0)          # the layout is right: only the time index below is wrong
+    wrong = kpref.NamedOperator("P_wrong", lin.P.shape, lin.P.matmat, lambda X: backward(X, 0), "P_wrong*")  # A_t, not A_{t+1}
     with pytest.raises(AssertionError, match="dottest"):
         dottest(wrong, rng=0)
 

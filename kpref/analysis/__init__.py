@@ -41,6 +41,8 @@ number of parameters, 336 for this Elman cell and 1008 for the GRU.)
 """
 
 from ._lyapunov import kaplan_yorke_dimension, lyapunov_spectrum
+from ._partial_trace import AXIS_NAMES
+from ._spectral import LanczosResult
 from ._partial_trace import (
     AxisReducedOperator,
     effective_dimension,
@@ -57,8 +59,21 @@ from ._spectral import (
     variance_rank,
 )
 from ._traces import alignment, frobenius_norm, trace
+# the randomized-trace toolkit the functions above are built on (for custom estimates and their tests)
+from ._traces import (TraceEstimate, TraceTarget, direct_target, gram_target, hutch_plus_plus, hutchinson,
+                      rademacher, xtrace)
 
 __all__ = [
+    "AXIS_NAMES",
+    "LanczosResult",
+    "TraceEstimate",
+    "TraceTarget",
+    "direct_target",
+    "gram_target",
+    "hutch_plus_plus",
+    "hutchinson",
+    "rademacher",
+    "xtrace",
     "spectrum",
     "singular_values",
     "participation_ratio",

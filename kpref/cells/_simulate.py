@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._cell import Cell
-from .._checks import as_real_array
+from .._checks import as_real_array, as_real_or_complex_array, check_bool
 
 __all__ = ["simulate", "check_problem"]
 
@@ -40,7 +40,7 @@ def _run(cell, theta, x, h0):
     return z
 
 
-def simulate(cell, theta, x, h0=None):
+def simulate(cell, theta, x, h0=None, *, complex_step=False):
     """Run the recurrence ``h_t = F(h_{t-1}, x_t; θ)`` for ``t = 1 … T``.
 
     Parameters
@@ -51,11 +51,28 @@ def simulate(cell, theta, x, h0=None):
     x : (B, T, N) array
     h0 : (B, S) array, optional
         Initial state ``h_0``; zeros by default.
+    complex_step : bool, default False
+        Accept complex ``theta``, ``x``, ``h0`` and run in complex128, so that
+        ``Im z(θ + i s v) / s`` is ``dz/dθ · v`` to rounding. Only for cells
+        declaring ``cell.analytic`` (refused otherwise: the complex step of a
+        non-analytic F, e.g. ReLU, is silently wrong).
 
     Returns
     -------
-    z : (B, T, S) float64 array
+    z : (B, T, S) float64 array (complex128 with ``complex_step`` and complex input)
         ``z[:, t]`` is the state after step ``t + 1`` (``h_0`` excluded).
     """
-    theta, x, h0 = check_problem(cell, theta, x, h0)
+    if not check_bool("complex_step", complex_step):
+        theta, x, h0 = check_problem(cell, theta, x, h0)
+        return _run(cell, theta, x, h0)
+    if not isinstance(cell, Cell):
+        raise TypeError(f"cell: expected a kpref cell (e.g. kpref.GRU(...)), got {type(cell).__name__}")
+    if not cell.analytic:
+        raise ValueError(f"complex_step: {cell!r} does not declare analytic=True; the complex step of a "
+                         "non-analytic step is wrong (use kpref.testing.richardson)")
+    theta = as_real_or_complex_array("theta", theta, (cell.num_params,), ("p",))
+    x = as_real_or_complex_array("x", x, (None, None, cell.input_size), ("B", "T", "N"))
+    B = x.shape[0]
+    h0 = (np.zeros((B, cell.state_size)) if h0 is None
+          else as_real_or_complex_array("h0", h0, (B, cell.state_size), ("B", "S")))
     return _run(cell, theta, x, h0)

@@ -1,1 +1,16 @@
-"""The application layer: the KPFlow experiments, the ``report`` command and its figures."""
+"""The application layer: the KPFlow experiments, the ``report`` command and its figures.
+
+* experiments (:mod:`kpref.experiments._experiments`): :class:`ExperimentConfig`,
+  :func:`run_collapse`, :func:`run_alignment` and the summaries they record;
+* the report (:mod:`kpref.experiments._report`): :func:`run_report`,
+  :func:`summary_table`, :func:`write_figures`, the CLI's :func:`main`.
+
+matplotlib is imported only when figures are written.
+"""
+
+from ._experiments import *  # noqa: F401,F403  (its __all__)
+from ._experiments import AXES, OPERATORS, __all__ as _experiment_names
+from ._report import FIGURES, add_arguments, main, run_report, summary_table, write_figures
+
+__all__ = list(_experiment_names) + ["AXES", "OPERATORS", "FIGURES", "add_arguments", "main", "run_report",
+                                     "summary_table", "write_figures"]

@@ -20,10 +20,12 @@ so a test can also report it.
 """
 
 from ._checkers import complex_step, dottest, dottest_pair, richardson, taylor_test
-from ._backend import OperatorCheck, Report, check_backend, reference_backend
-from ._verify import verify_cell
+from ._backend import (OPERATORS, OperatorCheck, Report, check_backend, describe_param_index, describe_state_index,
+                       reference_backend)
+from ._verify import run_verify, verify_cell
 from ._field import check_field
 
 __all__ = ["dottest", "dottest_pair", "taylor_test", "complex_step", "richardson",
-           "check_backend", "Report", "OperatorCheck", "reference_backend", "verify_cell",
+           "check_backend", "Report", "OperatorCheck", "reference_backend", "OPERATORS", "describe_param_index", "describe_state_index",
+           "verify_cell", "run_verify",
            "check_field"]
