@@ -195,23 +195,22 @@ class VectorField(abc.ABC):
 
     def jvp_z_block(self, z, x, params, cache, V):
         """``J V`` for a block ``V`` (k, M, S) → (k, M, S). Linear in ``V``."""
-        k, R, S = V.shape
-        z, x = _readonly(z), _readonly(x)
-        if k == 1:
-            return _checked_rows(self, "jvp_z", self.jvp_z(z, x, params, _readonly(V[0])), (R, S))[None]
-        out = self.jvp_z(_readonly(np.tile(z, (k, 1))), _readonly(np.tile(x, (k, 1))), params,
-                         _readonly(V.reshape(k * R, S)))
-        return _checked_rows(self, "jvp_z", out, (k * R, S)).reshape(k, R, S)
+        return self._rows_block("jvp_z", self.jvp_z, z, x, params, V)
 
     def vjp_z_block(self, z, x, params, cache, W):
         """``Jᵀ W`` for a block ``W`` (k, M, S) → (k, M, S). Linear in ``W``."""
-        k, R, S = W.shape
+        return self._rows_block("vjp_z", self.vjp_z, z, x, params, W)
+
+    def _rows_block(self, name, method, z, x, params, V):
+        """``method`` (``jvp_z`` or ``vjp_z``, row-wise) on a block of ``k`` vectors: one call on ``k·M``
+        tiled rows (rows are independent), every return checked."""
+        k, R, S = V.shape
         z, x = _readonly(z), _readonly(x)
         if k == 1:
-            return _checked_rows(self, "vjp_z", self.vjp_z(z, x, params, _readonly(W[0])), (R, S))[None]
-        out = self.vjp_z(_readonly(np.tile(z, (k, 1))), _readonly(np.tile(x, (k, 1))), params,
-                         _readonly(W.reshape(k * R, S)))
-        return _checked_rows(self, "vjp_z", out, (k * R, S)).reshape(k, R, S)
+            return _checked_rows(self, name, method(z, x, params, _readonly(V[0])), (R, S))[None]
+        out = method(_readonly(np.tile(z, (k, 1))), _readonly(np.tile(x, (k, 1))), params,
+                     _readonly(V.reshape(k * R, S)))
+        return _checked_rows(self, name, out, (k * R, S)).reshape(k, R, S)
 
     def jvp_params_block(self, z, x, params, cache, dparams):
         """``Φ δθ`` for ``k`` directions (dict name → (k, *shape)) → (k, M, S). Linear in ``dparams``."""
