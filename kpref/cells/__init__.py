@@ -1,7 +1,9 @@
 """Discrete recurrent cells: one step ``h_t = F(h_{t-1}, x_t; θ)`` and its four linear products (SPEC §2–3).
 
-:class:`Cell` is the contract a new cell fills in; :func:`simulate` runs any
-cell over a batch of trajectories.
+:class:`Cell` is the contract a new cell fills in (hooks for F and its four
+products, and declared capabilities: ``gate_names``, ``state_parts``,
+``analytic``, ``has_weight_sites``, ``has_continuous_adjoint``); :func:`simulate`
+runs any cell over a batch of trajectories.
 """
 
 from ._cell import Cell, StepPoint

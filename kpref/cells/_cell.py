@@ -29,10 +29,17 @@ The adjoints are with respect to the plain Euclidean inner products of
 SPEC §1. ``param_vjp`` sums over the rows (every row shares θ).
 
 A subclass implements the private, unchecked hooks ``_step``, ``_prepare``,
-``_state_jvp``, ``_state_vjp``, ``_param_jvp``, ``_param_vjp`` and
-``_state_jacobian``; the public methods check their input and call them.
-The operators of :mod:`kpref.operators._linearization` call the hooks directly, on
-arrays they have already checked.
+``_state_jvp``, ``_state_vjp``, ``_param_jvp`` and ``_param_vjp`` (and may
+override ``_state_jacobian`` and ``_weight_sites``); the public methods check
+their input and call them. The operators of :mod:`kpref.operators` call the
+hooks directly, on arrays they have already checked.
+
+What checkers and diagnostics may assume about a cell is *declared* on its
+class, never inferred from its name or sizes: ``gate_names``,
+``state_parts``, ``analytic``, ``has_weight_sites`` (with
+:meth:`Cell.weight_sites`) and ``has_continuous_adjoint`` (with
+:meth:`Cell.continuous_adjoint`). The defaults claim nothing. The README's
+"Adding a cell" works a small custom cell through all of it.
 """
 
 from __future__ import annotations
@@ -123,6 +130,8 @@ class Cell(abc.ABC):
         step for ODE cells (Lyapunov exponents are reported per unit time).
     continuous : bool
         Whether the cell is an integrator step of an ODE.
+    gate_names, state_parts, analytic, has_weight_sites, has_continuous_adjoint
+        The declared capabilities (see each; defaults claim nothing).
     """
 
     dt = 1.0
