@@ -255,8 +255,7 @@ def _read_manifest(directory, name):
         raise ValueError(f"{name}: expected a kpref run folder with {MANIFEST_NAME}, got {directory!r} without one"
                          ) from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"{name}: {path!r} is not a readable kpref manifest (truncated or corrupt: "
-                         f"{type(exc).__name__})") from None
+        raise ValueError(f"{name}: {path!r} is not a readable kpref manifest (truncated or corrupt JSON)") from None
     if (not isinstance(manifest, dict) or manifest.get("format") != RUN_FORMAT
             or not isinstance(manifest.get("config"), dict)):
         raise ValueError(f"{name}: expected a kpref manifest ({RUN_FORMAT}) in {path!r}, got another JSON document")
@@ -303,9 +302,9 @@ def _read_npz(path, name):
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except Exception as exc:  # zipfile, zlib, numpy format errors: the file is damaged
-        raise ValueError(f"{name}: checkpoint {path!r} is truncated or corrupt (the .npz archive cannot be read: "
-                         f"{type(exc).__name__})") from None
+    except Exception:  # zipfile, zlib, numpy format errors: the file is damaged
+        raise ValueError(f"{name}: checkpoint {path!r} is truncated or corrupt (its .npz archive cannot be read)"
+                         ) from None
 
 
 def _check_checkpoint(data, path, name):

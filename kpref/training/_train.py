@@ -47,7 +47,8 @@ from ..cells._simulate import _run, check_problem
 from ..operators._linearization import linearize, mse_loss
 from ._batches import check_mask, trivial_loss
 from ._checkpoint import Checkpoint, Readout, _load, claim_run_dir, save_checkpoint
-from ._optim import adam_update, clip_grad_norm, make_optimizer
+from ._optim import adam_update, make_optimizer
+from ._optim import clip_grad_norm as _clip_grad_norm
 
 __all__ = [
     "Readout",
@@ -545,7 +546,7 @@ def train(cell, x, target, *, mask=None, h0=None, theta=None, readout=None, rng=
                 if not np.all(np.isfinite(grad)):
                     raise _diverged(f"non-finite gradient (loss {loss!r})", step, learning_rate)
                 if clip is not None:
-                    clip_grad_norm([grad[a:b] for a, b in zip(offsets[:-1], offsets[1:])], clip)
+                    _clip_grad_norm([grad[a:b] for a, b in zip(offsets[:-1], offsets[1:])], clip)
                 phi = opt.step(phi, grad)
                 if not np.all(np.isfinite(phi)):
                     raise _diverged("the parameters became non-finite after the update", step + 1,
