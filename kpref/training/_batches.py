@@ -94,8 +94,10 @@ class PoolBatches:
         x = as_real_array("x", x, (None, None, None), ("B", "T", "N"))
         B, T, _ = x.shape
         target = as_real_array("target", target, (B, T, None), ("B", "T", "O"))
-        self.mask = check_mask(mask, B, T, target.shape[2])
-        self.x, self.target = x, target
+        mask = check_mask(mask, B, T, target.shape[2])
+        # copies: the pool is owned, never a view of the caller's arrays
+        self.x, self.target = x.copy(), target.copy()
+        self.mask = None if mask is None else mask.copy()
         self.batch_size = check_positive_int("batch_size", batch_size)
         if self.batch_size > B:
             raise ValueError(f"batch_size: expected at most the pool size B={B}, got {self.batch_size}")
