@@ -36,7 +36,7 @@ import numpy as np
 
 from .._checks import as_real_array, check_choice, check_positive_int
 
-__all__ = ["PoolBatches", "pool_batches", "trivial_loss", "check_mask"]
+__all__ = ["PoolBatches", "pool_batches", "trivial_loss", "check_mask", "fingerprint"]
 
 
 def check_mask(mask, B, T, O, name="mask"):
@@ -70,7 +70,8 @@ def trivial_loss(target, mask=None, reduction="mean"):
     return float(np.sum(m * diff * diff) / c)
 
 
-def _sha(*arrays):
+def fingerprint(*arrays):
+    """SHA-256 of arrays (shape and float64 bytes each; ``None`` allowed), as recorded in run configurations."""
     sha = hashlib.sha256()
     for a in arrays:
         if a is None:
@@ -104,7 +105,7 @@ class PoolBatches:
         for a in (self.x, self.target, self.mask):
             if a is not None:
                 a.flags.writeable = False
-        self._sha = _sha(self.x, self.target, self.mask)
+        self._sha = fingerprint(self.x, self.target, self.mask)
 
     @property
     def pool_size(self):

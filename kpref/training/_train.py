@@ -31,7 +31,6 @@ bitwise identical, minibatch stream included.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import numbers
 import os
@@ -45,8 +44,8 @@ from .._checks import as_generator, as_real_array, check_choice, check_positive_
 from ..cells._cell import Cell
 from ..cells._simulate import _run, check_problem
 from ..operators._linearization import linearize, mse_loss
-from ._batches import check_mask, trivial_loss
-from ._checkpoint import Checkpoint, Readout, _load, claim_run_dir, save_checkpoint
+from ._batches import check_mask, fingerprint as _fingerprint, trivial_loss
+from ._checkpoint import Checkpoint, Readout, _differences, _load, claim_run_dir, save_checkpoint
 from ._optim import adam_update, make_optimizer
 from ._optim import clip_grad_norm as _clip_grad_norm
 
@@ -145,17 +144,6 @@ def loss_and_gradient(cell, theta, readout, x, target, *, mask=None, h0=None, re
 
 
 # ------------------------------------------------------------------ helpers
-def _fingerprint(*arrays):
-    sha = hashlib.sha256()
-    for a in arrays:
-        if a is None:
-            sha.update(b"none")
-        else:
-            sha.update(str(a.shape).encode())
-            sha.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
-    return sha.hexdigest()
-
-
 def _cell_config(cell):
     return {
         "class": type(cell).__name__,
@@ -365,33 +353,104 @@ def train(cell, x, target, *, mask=None, h0=None, theta=None, readout=None, rng=
         non-finite (a diverging run; the message says to lower
         ``learning_rate``).
     """
-    if not isinstance(cell, Cell):
-        raise TypeError(f"cell: expected a kpref cell (e.g. kpref.GRU(...)), got {type(cell).__name__}")
-    _, x, h0_arg = check_problem(cell, np.zeros(cell.num_params), x, h0)
-    B, T, N = x.shape
-    target = as_real_array("target", target, (B, T, None), ("B", "T", "O"))
-    O = target.shape[2]
-    mask = check_mask(mask, B, T, O)
-    steps = check_positive_int("steps", steps, minimum=0)
-    optimizer = check_choice("optimizer", optimizer, ("adam", "gd", "sgd"))
-    reduction = check_choice("reduction", reduction, ("mean", "sum"))
-    marks = _checkpoint_schedule(steps, checkpoint_every, checkpoint_steps)
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback: expected a callable or None, got {type(callback).__name__}")
-    mode = _progress_mode(progress)
-    if not isinstance(overwrite, (bool, np.bool_)):
-        raise TypeError(f"overwrite: expected a bool, got {overwrite!r}")
-    clip = None if clip_grad_norm is None else check_positive_float("clip_grad_norm", clip_grad_norm)
-    tol = _optional_nonneg_float("loss_tolerance", loss_tolerance)
-    if batch_fn is not None:
-        if not callable(batch_fn):
-            raise TypeError(f"batch_fn: expected a callable batch_fn(rng, step), got {type(batch_fn).__name__}")
-        if h0 is not None:
-            raise ValueError("h0: expected None with batch_fn (minibatches start from zero states), got an array")
-    if batch_seed is not None:
-        if batch_fn is None:
-            raise ValueError("batch_seed: expected None without batch_fn (it seeds the minibatch stream)")
-        batch_seed = check_positive_int("batch_seed", batch_seed, minimum=0)
+    spec = _Spec.checked(cell, x, target, mask=mask, h0=h0, steps=steps, optimizer=optimizer,
+                         learning_rate=learning_rate, betas=betas, eps=eps, momentum=momentum, dampening=dampening,
+                         nesterov=nesterov, reduction=reduction, checkpoint_every=checkpoint_every,
+                         checkpoint_steps=checkpoint_steps, callback=callback, progress=progress,
+                         overwrite=overwrite, clip_grad_norm=clip_grad_norm, loss_tolerance=loss_tolerance,
+                         batch_fn=batch_fn, batch_seed=batch_seed)
+    opt = spec.make_optimizer()
+    if resume_from is not None:
+        state = _resume_state(spec, opt, resume_from, theta=theta, readout=readout, g=g, rng=rng)
+    else:
+        state = _fresh_state(spec, theta=theta, readout=readout, g=g, rng=rng)
+    if checkpoint_dir is not None:
+        checkpoint_dir = claim_run_dir(_as_path(checkpoint_dir, "checkpoint_dir"), state.config,
+                                       state.config["init"]["rng"]["seed"], overwrite=bool(overwrite))
+    return _Trainer(spec, opt, state, checkpoint_dir).run()
+
+
+class _Spec(NamedTuple):
+    """The checked arguments of one :func:`train` call (everything but the initial state)."""
+
+    cell: Cell
+    x: np.ndarray
+    target: np.ndarray
+    mask: np.ndarray | None
+    h0: np.ndarray
+    steps: int
+    optimizer: str
+    hyperparameters: dict
+    reduction: str
+    marks: set
+    callback: object
+    mode: str | None
+    clip: float | None
+    tol: float | None
+    batch_fn: object
+    batch_seed: int | None
+    identity: dict
+
+    @classmethod
+    def checked(cls, cell, x, target, *, mask, h0, steps, optimizer, learning_rate, betas, eps, momentum,
+                dampening, nesterov, reduction, checkpoint_every, checkpoint_steps, callback, progress, overwrite,
+                clip_grad_norm, loss_tolerance, batch_fn, batch_seed):
+        if not isinstance(cell, Cell):
+            raise TypeError(f"cell: expected a kpref cell (e.g. kpref.GRU(...)), got {type(cell).__name__}")
+        _, x, h0_arg = check_problem(cell, np.zeros(cell.num_params), x, h0)
+        B, T, _ = x.shape
+        target = as_real_array("target", target, (B, T, None), ("B", "T", "O"))
+        O = target.shape[2]
+        mask = check_mask(mask, B, T, O)
+        steps = check_positive_int("steps", steps, minimum=0)
+        optimizer = check_choice("optimizer", optimizer, ("adam", "gd", "sgd"))
+        reduction = check_choice("reduction", reduction, ("mean", "sum"))
+        marks = _checkpoint_schedule(steps, checkpoint_every, checkpoint_steps)
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback: expected a callable or None, got {type(callback).__name__}")
+        mode = _progress_mode(progress)
+        if not isinstance(overwrite, (bool, np.bool_)):
+            raise TypeError(f"overwrite: expected a bool, got {overwrite!r}")
+        clip = None if clip_grad_norm is None else check_positive_float("clip_grad_norm", clip_grad_norm)
+        tol = _optional_nonneg_float("loss_tolerance", loss_tolerance)
+        if batch_fn is not None:
+            if not callable(batch_fn):
+                raise TypeError(f"batch_fn: expected a callable batch_fn(rng, step), got {type(batch_fn).__name__}")
+            if h0 is not None:
+                raise ValueError("h0: expected None with batch_fn (minibatches start from zero states), got an array")
+        if batch_seed is not None:
+            if batch_fn is None:
+                raise ValueError("batch_seed: expected None without batch_fn (it seeds the minibatch stream)")
+            batch_seed = check_positive_int("batch_seed", batch_seed, minimum=0)
+        hyper = _hyperparameters(optimizer, learning_rate, betas, eps, momentum, dampening, nesterov)
+        p, R = cell.num_params, cell.output_size
+        hyper = make_optimizer(optimizer, p + O * R + O, hyper).hyperparameters()  # checks them
+        identity = {
+            "cell": _cell_config(cell),
+            "output_size": O,
+            "optimizer": optimizer,
+            "optimizer_hyperparameters": hyper,
+            "reduction": reduction,
+            "clip_grad_norm": clip,
+            "data_sha256": _fingerprint(x, target, mask, h0_arg),
+            "batches": None if batch_fn is None else {"fn": _describe_batch_fn(batch_fn)},
+        }
+        identity = json.loads(json.dumps(identity, sort_keys=True))  # JSON types (lists, not tuples)
+        return cls(cell, x, target, mask, h0_arg, steps, optimizer, hyper, reduction, marks, callback, mode, clip,
+                   tol, batch_fn, batch_seed, identity)
+
+    @property
+    def n_params(self):
+        """``(p, O, R)``: cell parameters, outputs, readout width."""
+        return self.cell.num_params, self.target.shape[2], self.cell.output_size
+
+    def make_optimizer(self):
+        p, O, R = self.n_params
+        return make_optimizer(self.optimizer, p + O * R + O, self.hyperparameters)
+
+
+def _hyperparameters(optimizer, learning_rate, betas, eps, momentum, dampening, nesterov):
+    """The optimizer's hyperparameters; another optimizer's, away from their defaults, are refused."""
     if optimizer != "adam" and (tuple(betas) if isinstance(betas, (list, tuple)) else betas) != (0.9, 0.999):
         raise ValueError(f"betas: Adam's parameter, got {betas!r} with optimizer={optimizer!r}")
     if optimizer != "adam" and eps != 1e-8:
@@ -399,168 +458,185 @@ def train(cell, x, target, *, mask=None, h0=None, theta=None, readout=None, rng=
     if optimizer != "sgd" and (momentum != 0.0 or dampening != 0.0 or nesterov is not False):
         raise ValueError(f"momentum, dampening, nesterov: SGD's parameters (optimizer='sgd'), got "
                          f"{momentum!r}, {dampening!r}, {nesterov!r} with optimizer={optimizer!r}")
-    p, R = cell.num_params, cell.output_size
-    n_phi = p + O * R + O
     hyper = {"learning_rate": learning_rate}
     if optimizer == "adam":
         hyper.update(betas=betas, eps=eps)
     elif optimizer == "sgd":
         hyper.update(momentum=momentum, dampening=dampening, nesterov=nesterov)
-    opt = make_optimizer(optimizer, n_phi, hyper)
-    identity = {
-        "cell": _cell_config(cell),
-        "output_size": O,
-        "optimizer": optimizer,
-        "optimizer_hyperparameters": opt.hyperparameters(),
-        "reduction": reduction,
-        "clip_grad_norm": clip,
-        "data_sha256": _fingerprint(x, target, mask, h0_arg),
-        "batches": None if batch_fn is None else {"fn": _describe_batch_fn(batch_fn)},
-    }
-    identity = json.loads(json.dumps(identity, sort_keys=True))  # JSON types (lists, not tuples)
-    h0 = h0_arg
+    return hyper
 
-    if resume_from is not None:
-        ck = _load(_as_path(resume_from), "resume_from")
-        mine = {k: ck.config.get(k) for k in identity}
-        mine["batches"] = None if ck.config.get("batches") is None else {"fn": ck.config["batches"]["fn"]}
-        if mine != identity:
-            from ._checkpoint import _differences
-            diff = _differences(mine, identity)
-            raise ValueError(f"resume_from: the checkpoint's run differs from this call in {'; '.join(diff)}; "
-                             "resume with the same cell, data, optimizer and minibatches")
-        if ck.step > steps:
-            raise ValueError(f"resume_from: checkpoint is at step {ck.step}, beyond steps={steps}")
-        config = ck.config
-        init = config["init"]
-        _check_resume_args(cell, init, config, theta, readout, g, rng, batch_seed, O)
-        start = ck.step
-        theta0, readout0 = ck.theta, ck.readout
-        losses_done = ck.losses
-        state = dict(ck.optimizer_state)
-        opt.load_state_dict(state, name="resume_from: optimizer state")
+
+class _State(NamedTuple):
+    """Where training starts: the run's configuration, step, parameters ``φ`` and loss history."""
+
+    config: dict
+    start: int
+    phi: np.ndarray
+    losses_done: np.ndarray
+    resumed: bool
+
+
+def _fresh_state(spec, *, theta, readout, g, rng):
+    cell, O = spec.cell, spec.target.shape[2]
+    record, gen = _rng_record(rng)
+    if theta is not None and g is not None:
+        raise ValueError(f"g: expected None when theta is given (g scales only the drawn initialization), got {g!r}")
+    theta0 = cell.init_params(gen, g=g) if theta is None else cell.check_theta(theta).copy()
+    if readout is None:
+        readout0 = init_readout(cell, O, gen)
     else:
-        record, gen = _rng_record(rng)
-        if theta is not None and g is not None:
-            raise ValueError(f"g: expected None when theta is given (g scales only the drawn initialization), "
-                             f"got {g!r}")
-        theta0 = cell.init_params(gen, g=g) if theta is None else cell.check_theta(theta).copy()
-        if readout is None:
-            readout0 = init_readout(cell, O, gen)
-        else:
-            ro = _check_readout(cell, readout, O)
-            readout0 = Readout(ro.w_out.copy(), ro.b_out.copy())
-        if batch_fn is not None and batch_seed is None:
-            batch_seed = int(gen.integers(0, 2**63))
-        config = dict(identity)
-        if batch_fn is not None:
-            config["batches"] = {"fn": identity["batches"]["fn"], "seed": batch_seed}
-        config["init"] = {"rng": record, "g": None if g is None else float(g),
-                          "theta_sha256": _fingerprint(theta0),
-                          "readout_sha256": _fingerprint(readout0.w_out, readout0.b_out)}
-        config = json.loads(json.dumps(config, sort_keys=True))
-        start = 0
-        losses_done = np.empty(0)
-    if batch_fn is not None:
-        batch_seed = config["batches"]["seed"]
-    if checkpoint_dir is not None:
-        checkpoint_dir = claim_run_dir(_as_path(checkpoint_dir, "checkpoint_dir"), config,
-                                       config["init"]["rng"]["seed"], overwrite=bool(overwrite))
-
-    trivial = trivial_loss(target, mask, reduction)
+        ro = _check_readout(cell, readout, O)
+        readout0 = Readout(ro.w_out.copy(), ro.b_out.copy())
+    config = dict(spec.identity)
+    if spec.batch_fn is not None:
+        seed = int(gen.integers(0, 2**63)) if spec.batch_seed is None else spec.batch_seed
+        config["batches"] = {"fn": spec.identity["batches"]["fn"], "seed": seed}
+    config["init"] = {"rng": record, "g": None if g is None else float(g), "theta_sha256": _fingerprint(theta0),
+                      "readout_sha256": _fingerprint(readout0.w_out, readout0.b_out)}
+    config = json.loads(json.dumps(config, sort_keys=True))
     phi = np.concatenate([theta0, readout0.w_out.ravel(), readout0.b_out])
-    losses = np.empty(steps + 1)
-    losses[: len(losses_done)] = losses_done
-    checkpoints = []
-    bar = _progress_bar(steps, start) if mode == "bar" else None
-    t_start = time.perf_counter()
-    offsets = np.cumsum([0] + [int(np.prod(s)) for s in cell.param_shapes.values()] + [O * R, O])
+    return _State(config, 0, phi, np.empty(0), False)
 
-    def unpack(vec):
+
+def _resume_state(spec, opt, resume_from, *, theta, readout, g, rng):
+    ck = _load(_as_path(resume_from), "resume_from")
+    mine = {k: ck.config.get(k) for k in spec.identity}
+    mine["batches"] = None if ck.config.get("batches") is None else {"fn": ck.config["batches"]["fn"]}
+    if mine != spec.identity:
+        diff = _differences(mine, spec.identity)
+        raise ValueError(f"resume_from: the checkpoint's run differs from this call in {'; '.join(diff)}; "
+                         "resume with the same cell, data, optimizer and minibatches")
+    if ck.step > spec.steps:
+        raise ValueError(f"resume_from: checkpoint is at step {ck.step}, beyond steps={spec.steps}")
+    _check_resume_args(spec.cell, ck.config["init"], ck.config, theta, readout, g, rng, spec.batch_seed,
+                       spec.target.shape[2])
+    opt.load_state_dict(dict(ck.optimizer_state), name="resume_from: optimizer state")
+    phi = np.concatenate([ck.theta, ck.readout.w_out.ravel(), ck.readout.b_out])
+    return _State(ck.config, ck.step, phi, ck.losses, True)
+
+
+class _Trainer:
+    """The loop of :func:`train`: batch ``k``, loss, checkpoint, gradient, clipping, ``opt.step``."""
+
+    def __init__(self, spec, opt, state, checkpoint_dir):
+        self.spec, self.opt, self.state, self.dir = spec, opt, state, checkpoint_dir
+        self.phi = state.phi
+        self.losses = np.empty(spec.steps + 1)
+        self.losses[: len(state.losses_done)] = state.losses_done
+        self.checkpoints = []
+        self.trivial = trivial_loss(spec.target, spec.mask, spec.reduction)
+        p, O, R = spec.n_params
+        sizes = [int(np.prod(s)) for s in spec.cell.param_shapes.values()] + [O * R, O]
+        self.offsets = np.cumsum([0] + sizes)  # the tensors of clip_grad_norm
+        self.learning_rate = spec.hyperparameters["learning_rate"]
+        self.t_start = time.perf_counter()
+
+    def unpack(self, vec):
+        p, O, R = self.spec.n_params
         return vec[:p], Readout(vec[p:p + O * R].reshape(O, R), vec[p + O * R:])
 
-    def eval_loss_at(step, loss):
-        if batch_fn is None:
-            return loss
-        th, ro = unpack(phi)
-        z = _run(cell, th, x, np.zeros((B, cell.state_size)))
-        if not np.all(np.isfinite(z)):
-            raise _diverged("the state on the evaluation batch is non-finite", step, learning_rate)
-        return mse_loss(z, target, ro.w_out, ro.b_out, mask=mask, reduction=reduction, cell=cell).value
+    def batch(self, step):
+        s = self.spec
+        if s.batch_fn is None:
+            return s.x, s.target, s.mask, s.h0
+        xb, yb, mb = _draw_batch(s.batch_fn, self.state.config["batches"]["seed"], step, s.x.shape[2],
+                                 s.target.shape[2])
+        return xb, yb, mb, np.zeros((xb.shape[0], s.cell.state_size))
 
-    def take_checkpoint(step, loss):
-        th, ro = unpack(phi)
-        ev = eval_loss_at(step, loss)
+    def forward(self, step, final):
+        """``(loss, lin)`` at batch ``step`` (``lin`` None at the final step, which needs the loss only)."""
+        s = self.spec
+        th, ro = self.unpack(self.phi)
+        xb, yb, mb, hb = self.batch(step)
+        if final:
+            z, lin = _run(s.cell, th, xb, hb), None
+        else:
+            lin = linearize(s.cell, th, xb, hb, strategy="matrix_free")
+            z = lin.z
+        if not np.all(np.isfinite(z)):
+            raise _diverged("the state z became non-finite", step, self.learning_rate)
+        res = mse_loss(z, yb, ro.w_out, ro.b_out, mask=mb, reduction=s.reduction, cell=s.cell)
+        if not np.isfinite(res.value):
+            raise _diverged(f"the loss is {res.value!r}", step, self.learning_rate)
+        return res, lin
+
+    def eval_loss(self, step, loss):
+        s = self.spec
+        if s.batch_fn is None:
+            return loss
+        th, ro = self.unpack(self.phi)
+        z = _run(s.cell, th, s.x, s.h0)
+        if not np.all(np.isfinite(z)):
+            raise _diverged("the state on the evaluation batch is non-finite", step, self.learning_rate)
+        return mse_loss(z, s.target, ro.w_out, ro.b_out, mask=s.mask, reduction=s.reduction, cell=s.cell).value
+
+    def checkpoint(self, step, loss):
+        s = self.spec
+        th, ro = self.unpack(self.phi)
+        ev = self.eval_loss(step, loss)
         ck = Checkpoint(step, th.copy(), Readout(ro.w_out.copy(), ro.b_out.copy()), loss,
-                        losses[: step + 1].copy(), opt.state_dict(), json.loads(json.dumps(config)), None, ev,
-                        trivial)
-        if checkpoint_dir is not None:
-            path = os.path.join(checkpoint_dir, f"checkpoint_{step:07d}.npz")
-            save_checkpoint(path, ck, optimizer)
+                        self.losses[: step + 1].copy(), self.opt.state_dict(), json.loads(json.dumps(self.state.config)),
+                        None, ev, self.trivial)
+        if self.dir is not None:
+            path = os.path.join(self.dir, f"checkpoint_{step:07d}.npz")
+            save_checkpoint(path, ck, s.optimizer)
             ck = ck._replace(path=path)
-        checkpoints.append(ck)
-        if mode == "lines":
-            print(f"train: step {step}/{steps} loss {loss:.4e} eval {ev:.4e} trivial {trivial:.4e} "
-                  f"({time.perf_counter() - t_start:.1f} s)", file=sys.stderr, flush=True)
-        if callback is not None:
-            callback(ck)
+        self.checkpoints.append(ck)
+        if s.mode == "lines":
+            print(f"train: step {step}/{s.steps} loss {loss:.4e} eval {ev:.4e} trivial {self.trivial:.4e} "
+                  f"({time.perf_counter() - self.t_start:.1f} s)", file=sys.stderr, flush=True)
+        if s.callback is not None:
+            s.callback(ck)
         return ev
 
-    stop_reason = "steps"
-    last_eval = float("nan")
-    try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            for step in range(start, steps + 1):
-                th, ro = unpack(phi)
-                if batch_fn is None:
-                    xb, yb, mb, hb = x, target, mask, h0
-                else:
-                    xb, yb, mb = _draw_batch(batch_fn, batch_seed, step, N, O)
-                    hb = np.zeros((xb.shape[0], cell.state_size))
-                final = step == steps
-                if final:  # the last point needs the loss only
-                    z, lin = _run(cell, th, xb, hb), None
-                else:
-                    lin = linearize(cell, th, xb, hb, strategy="matrix_free")
-                    z = lin.z
-                if not np.all(np.isfinite(z)):
-                    raise _diverged("the state z became non-finite", step, learning_rate)
-                res = mse_loss(z, yb, ro.w_out, ro.b_out, mask=mb, reduction=reduction, cell=cell)
-                loss = res.value
-                if not np.isfinite(loss):
-                    raise _diverged(f"the loss is {loss!r}", step, learning_rate)
-                if step == start and resume_from is not None and loss != losses_done[start]:
-                    raise ValueError(
-                        f"resume_from: the loss at step {start} recomputed from the checkpoint is {loss!r}, but the "
-                        f"run recorded {losses_done[start]!r}: the data, the batch_fn or the cell differ from "
-                        "the run's")
-                losses[step] = loss
-                stop = final or (tol is not None and loss <= tol)
-                if stop and not final:
-                    stop_reason = "loss_tolerance"
-                if step in marks or stop:
-                    last_eval = take_checkpoint(step, loss)
-                if stop:
-                    break
-                grad = np.concatenate([lin.grad(res.e), res.grad_w_out.ravel(), res.grad_b_out])
-                if not np.all(np.isfinite(grad)):
-                    raise _diverged(f"non-finite gradient (loss {loss!r})", step, learning_rate)
-                if clip is not None:
-                    _clip_grad_norm([grad[a:b] for a, b in zip(offsets[:-1], offsets[1:])], clip)
-                phi = opt.step(phi, grad)
-                if not np.all(np.isfinite(phi)):
-                    raise _diverged("the parameters became non-finite after the update", step + 1,
-                                    learning_rate)
-                if bar is not None:
-                    bar.update(1)
-                    if step % 10 == 0:
-                        bar.set_postfix(loss=f"{loss:.3e}")
-    finally:
-        if bar is not None:
-            bar.close()
-    th, ro = unpack(phi)
-    return TrainResult(th.copy(), Readout(ro.w_out.copy(), ro.b_out.copy()), losses[: step + 1].copy(),
-                       checkpoints, config, last_eval, trivial, stop_reason)
+    def update(self, step, res, lin):
+        grad = np.concatenate([lin.grad(res.e), res.grad_w_out.ravel(), res.grad_b_out])
+        if not np.all(np.isfinite(grad)):
+            raise _diverged(f"non-finite gradient (loss {res.value!r})", step, self.learning_rate)
+        if self.spec.clip is not None:
+            _clip_grad_norm([grad[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:])], self.spec.clip)
+        self.phi = self.opt.step(self.phi, grad)
+        if not np.all(np.isfinite(self.phi)):
+            raise _diverged("the parameters became non-finite after the update", step + 1, self.learning_rate)
+
+    def check_resumed_loss(self, loss):
+        start, done = self.state.start, self.state.losses_done
+        if loss != done[start]:
+            raise ValueError(
+                f"resume_from: the loss at step {start} recomputed from the checkpoint is {loss!r}, but the run "
+                f"recorded {done[start]!r}: the data, the batch_fn or the cell differ from the run's")
+
+    def run(self):
+        s = self.spec
+        stop_reason, last_eval = "steps", float("nan")
+        bar = _progress_bar(s.steps, self.state.start) if s.mode == "bar" else None
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                for step in range(self.state.start, s.steps + 1):
+                    final = step == s.steps
+                    res, lin = self.forward(step, final)
+                    loss = res.value
+                    if step == self.state.start and self.state.resumed:
+                        self.check_resumed_loss(loss)
+                    self.losses[step] = loss
+                    stop = final or (s.tol is not None and loss <= s.tol)
+                    if stop and not final:
+                        stop_reason = "loss_tolerance"
+                    if step in s.marks or stop:
+                        last_eval = self.checkpoint(step, loss)
+                    if stop:
+                        break
+                    self.update(step, res, lin)
+                    if bar is not None:
+                        bar.update(1)
+                        if step % 10 == 0:
+                            bar.set_postfix(loss=f"{loss:.3e}")
+        finally:
+            if bar is not None:
+                bar.close()
+        th, ro = self.unpack(self.phi)
+        return TrainResult(th.copy(), Readout(ro.w_out.copy(), ro.b_out.copy()), self.losses[: step + 1].copy(),
+                           self.checkpoints, self.state.config, last_eval, self.trivial, stop_reason)
 
 
 def _as_path(value, name="resume_from"):
