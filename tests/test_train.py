@@ -258,6 +258,7 @@ def test_readout_init_is_torch_linear_rule():
     (dict(theta=np.zeros(40), g=1.0), ValueError, ["g"]),
     (dict(progress="yes"), TypeError, ["progress"]),
     (dict(overwrite=1), TypeError, ["overwrite"]),
+    (dict(steps=10**12), ValueError, ["steps", "GiB"]),
     (dict(learning_rate=0.0), ValueError, ["learning_rate"]),
     (dict(betas=(0.9, 1.0)), ValueError, ["betas[1]"]),
     (dict(mask=np.ones((4, 3))), ValueError, ["mask"]),

@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import as_generator, as_real_array, check_choice, check_positive_float, check_positive_int
+from .._checks import DEFAULT_MEMORY_LIMIT, as_generator, as_real_array, check_choice, check_positive_float, check_positive_int
 from ..cells._cell import Cell
 from ..cells._simulate import _run, check_problem
 from ..operators._linearization import linearize, mse_loss
@@ -178,10 +178,20 @@ def _rng_record(rng):
     """The JSON record of the generator as passed (before any draw), and the Generator."""
     if rng is None or isinstance(rng, np.random.Generator):
         gen = as_generator(rng)
-        state = gen.bit_generator.state
-        return {"seed": None, "state": state}, gen
+        return {"seed": None, "state": _json_ready(gen.bit_generator.state)}, gen
     gen = as_generator(rng)
     return {"seed": int(rng), "state": None}, gen
+
+
+def _json_ready(value):
+    """Bit-generator states as JSON: arrays (Philox, MT19937, SFC64) become lists, NumPy ints become ints."""
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def _optional_nonneg_float(name, value):
@@ -403,6 +413,9 @@ class _Spec(NamedTuple):
         O = target.shape[2]
         mask = check_mask(mask, B, T, O)
         steps = check_positive_int("steps", steps, minimum=0)
+        if 8 * (steps + 1) > DEFAULT_MEMORY_LIMIT:  # the loss history is allocated up front
+            raise ValueError(f"steps: expected at most {DEFAULT_MEMORY_LIMIT // 8 - 1} (a loss history of steps + 1 "
+                             f"float64 within {DEFAULT_MEMORY_LIMIT / 1024**3:.0f} GiB), got {steps}")
         optimizer = check_choice("optimizer", optimizer, ("adam", "gd", "sgd"))
         reduction = check_choice("reduction", reduction, ("mean", "sum"))
         marks = _checkpoint_schedule(steps, checkpoint_every, checkpoint_steps)
