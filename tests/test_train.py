@@ -257,6 +257,7 @@ def test_readout_init_is_torch_linear_rule():
      ["batch_fn(step=0).target"]),
     (dict(theta=np.zeros(40), g=1.0), ValueError, ["g"]),
     (dict(progress="yes"), TypeError, ["progress"]),
+    (dict(progress=np.zeros(3)), TypeError, ["progress"]),
     (dict(overwrite=1), TypeError, ["overwrite"]),
     (dict(steps=10**12), ValueError, ["steps", "GiB"]),
     (dict(learning_rate=0.0), ValueError, ["learning_rate"]),

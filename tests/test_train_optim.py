@@ -169,8 +169,18 @@ def test_clip_grad_norm_by_hand():
     assert blocks[0].tobytes() == np.array([3.0, 4.0]).tobytes()
     assert clip_grad_norm(blocks, 13.0) == 13.0
     assert blocks[0].tobytes() == (np.array([3.0, 4.0]) * (13.0 / (13.0 + 1e-6))).tobytes()
-    with pytest.raises(ValueError, match="clip_grad_norm"):
+    with pytest.raises(ValueError, match="max_norm"):
         clip_grad_norm(blocks, -1.0)
+    with pytest.raises(TypeError, match=r"blocks\[1\]"):
+        clip_grad_norm([np.ones(2), [1.0]], 1.0)
+    with pytest.raises(TypeError, match=r"blocks\[0\]"):
+        clip_grad_norm([np.ones(2, dtype=int)], 1.0)
+    with pytest.raises(ValueError, match=r"blocks\[0\].*finite"):
+        clip_grad_norm([np.array([np.nan])], 1.0)
+    with pytest.raises(TypeError, match="blocks"):
+        clip_grad_norm(np.ones(3), 1.0)
+    with pytest.raises(ValueError, match="size"):
+        Adam(10**30, 0.1)
 
 
 def test_train_clips_the_global_norm_over_cell_and_readout():

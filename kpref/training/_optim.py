@@ -38,7 +38,7 @@ import numbers
 
 import numpy as np
 
-from .._checks import as_real_array, check_bool, check_positive_float, check_positive_int
+from .._checks import DEFAULT_MEMORY_LIMIT, as_real_array, check_bool, check_positive_float, check_positive_int
 
 __all__ = ["Optimizer", "GD", "SGD", "Adam", "clip_grad_norm", "make_optimizer", "adam_update"]
 
@@ -67,6 +67,9 @@ class Optimizer:
 
     def __init__(self, size, learning_rate):
         self.size = check_positive_int("size", size)
+        if 8 * 2 * self.size > DEFAULT_MEMORY_LIMIT:  # at most two state vectors
+            raise ValueError(f"size: expected at most {DEFAULT_MEMORY_LIMIT // 16} parameters (the optimizer state "
+                             f"must fit in {DEFAULT_MEMORY_LIMIT / 1024**3:.0f} GiB), got {self.size}")
         self.learning_rate = check_positive_float("learning_rate", learning_rate)
         self.count = 0
 
@@ -242,7 +245,16 @@ def clip_grad_norm(blocks, max_norm):
     every block ``g_i ← c g_i`` (torch multiplies even when ``c = 1``; that is
     exact). Returns ``n``, the norm before clipping.
     """
-    max_norm = check_positive_float("clip_grad_norm", max_norm)
+    max_norm = check_positive_float("max_norm", max_norm)
+    if not isinstance(blocks, (list, tuple)) or not blocks:
+        raise TypeError(f"blocks: expected a non-empty list of float64 arrays (scaled in place), got "
+                        f"{type(blocks).__name__}")
+    for i, b in enumerate(blocks):
+        if not isinstance(b, np.ndarray) or b.dtype != np.float64:
+            raise TypeError(f"blocks[{i}]: expected a float64 array (scaled in place), got "
+                            f"{getattr(b, 'dtype', type(b).__name__)}")
+        if not np.all(np.isfinite(b)):
+            raise ValueError(f"blocks[{i}]: expected finite gradients, got non-finite entries")
     norms = np.array([np.linalg.norm(b.ravel()) for b in blocks])
     total = float(np.linalg.norm(norms))
     coef = min(max_norm / (total + 1e-6), 1.0)

@@ -232,7 +232,7 @@ def _draw_batch(batch_fn, seed, step, N, O):
 def _progress_mode(progress):
     if progress is None:
         return "bar" if sys.stderr.isatty() else "lines"
-    if progress == "lines":
+    if isinstance(progress, str) and progress == "lines":
         return "lines"
     if isinstance(progress, (bool, np.bool_)):
         return "bar" if progress else None
