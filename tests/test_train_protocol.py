@@ -162,3 +162,26 @@ def test_progress_defaults_to_lines_without_tqdm_when_stderr_is_not_a_terminal()
     assert res.stdout.strip() == "False"
     lines = [s for s in res.stderr.splitlines() if s.startswith("train: step")]
     assert len(lines) == 3, res.stderr
+
+
+def test_resume_true_continues_this_runs_folder(tmp_path):
+    cell, ev, pool, kw = _protocol(steps=10)
+    full = train(cell, ev.x, ev.target, checkpoint_every=3, **kw)
+    # a run "killed" after step 6 (its last checkpoint), restarted with the full call and resume=True
+    train(cell, ev.x, ev.target, checkpoint_every=3, checkpoint_dir=tmp_path, **dict(kw, steps=6))
+    again = train(cell, ev.x, ev.target, checkpoint_every=3, checkpoint_dir=tmp_path, resume=True, **kw)
+    assert [c.step for c in again.checkpoints] == [6, 9, 10]
+    assert again.theta.tobytes() == full.theta.tobytes() and again.losses.tobytes() == full.losses.tobytes()
+    assert load_run(tmp_path).steps == [0, 3, 6, 9, 10]
+    # finished: resuming redoes nothing but the last loss, and agrees
+    done = train(cell, ev.x, ev.target, checkpoint_every=3, checkpoint_dir=tmp_path, resume=True, **kw)
+    assert [c.step for c in done.checkpoints] == [10] and done.theta.tobytes() == full.theta.tobytes()
+    # another configuration in that folder is still refused; an empty folder starts fresh
+    with pytest.raises(ValueError, match="checkpoint_dir.*another run"):
+        train(cell, ev.x, ev.target, checkpoint_dir=tmp_path, resume=True, **dict(kw, g=2.0))
+    fresh = train(cell, ev.x, ev.target, checkpoint_dir=tmp_path / "new", resume=True, **kw)
+    assert fresh.checkpoints[0].step == 0 and fresh.theta.tobytes() == full.theta.tobytes()
+    with pytest.raises(ValueError, match="resume: expected a checkpoint_dir"):
+        train(cell, ev.x, ev.target, resume=True, **kw)
+    with pytest.raises(TypeError, match="resume"):
+        train(cell, ev.x, ev.target, checkpoint_dir=tmp_path, resume=1, **kw)

@@ -45,7 +45,7 @@ from ..cells._cell import Cell
 from ..cells._simulate import _run, check_problem
 from ..operators._linearization import linearize, mse_loss
 from ._batches import check_mask, fingerprint as _fingerprint, trivial_loss
-from ._checkpoint import Checkpoint, Readout, _differences, _load, claim_run_dir, save_checkpoint
+from ._checkpoint import Checkpoint, Readout, _differences, _load, claim_run_dir, load_run, save_checkpoint
 from ._optim import adam_update, make_optimizer
 from ._optim import clip_grad_norm as _clip_grad_norm
 
@@ -258,7 +258,7 @@ def train(cell, x, target, *, mask=None, h0=None, theta=None, readout=None, rng=
           optimizer="adam", learning_rate=1e-3, betas=(0.9, 0.999), eps=1e-8, reduction="mean",
           checkpoint_every=None, checkpoint_steps=None, checkpoint_dir=None, resume_from=None,
           progress=None, callback=None, momentum=0.0, dampening=0.0, nesterov=False, clip_grad_norm=None,
-          loss_tolerance=None, batch_fn=None, batch_seed=None, overwrite=False):
+          loss_tolerance=None, batch_fn=None, batch_seed=None, overwrite=False, resume=False):
     """Train ``cell`` and a linear readout by GD, SGD with momentum or Adam, full batch or on minibatches.
 
     Parameters
@@ -345,6 +345,13 @@ def train(cell, x, target, *, mask=None, h0=None, theta=None, readout=None, rng=
         step and is bitwise identical to an uninterrupted run. ``theta``,
         ``readout``, ``g``, ``rng`` and ``batch_seed`` may be passed only if
         they agree with the run's recorded initialization.
+    resume : bool
+        With ``checkpoint_dir``: if the folder already holds checkpoints of
+        this very run (same configuration, hence a reproducible ``rng``
+        seed), continue from its latest checkpoint at or before ``steps``
+        (validated with :func:`kpref.training.load_run`), else start fresh.
+        ``result.checkpoints`` then starts at the resumed step. This is how a
+        killed sweep restarts only what is missing.
     progress : None, bool or 'lines'
         ``True``: a tqdm bar; ``'lines'``: one line per checkpoint on stderr
         (step, loss, eval and trivial losses, elapsed time); ``False``:
@@ -369,6 +376,12 @@ def train(cell, x, target, *, mask=None, h0=None, theta=None, readout=None, rng=
                          checkpoint_steps=checkpoint_steps, callback=callback, progress=progress,
                          overwrite=overwrite, clip_grad_norm=clip_grad_norm, loss_tolerance=loss_tolerance,
                          batch_fn=batch_fn, batch_seed=batch_seed)
+    if not isinstance(resume, (bool, np.bool_)):
+        raise TypeError(f"resume: expected a bool, got {resume!r}")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume: expected a checkpoint_dir to resume from, got checkpoint_dir=None")
+    if resume and resume_from is not None:
+        raise ValueError("resume, resume_from: expected at most one of them, got both")
     opt = spec.make_optimizer()
     if resume_from is not None:
         state = _resume_state(spec, opt, resume_from, theta=theta, readout=readout, g=g, rng=rng)
@@ -377,6 +390,10 @@ def train(cell, x, target, *, mask=None, h0=None, theta=None, readout=None, rng=
     if checkpoint_dir is not None:
         checkpoint_dir = claim_run_dir(_as_path(checkpoint_dir, "checkpoint_dir"), state.config,
                                        state.config["init"]["rng"]["seed"], overwrite=bool(overwrite))
+        if resume:  # the folder is this run's (claim_run_dir checked the configuration)
+            done = [c for c in load_run(checkpoint_dir, name="checkpoint_dir").checkpoints if c.step <= spec.steps]
+            if done:
+                state = _resume_state(spec, opt, done[-1].path, theta=None, readout=None, g=None, rng=None)
     return _Trainer(spec, opt, state, checkpoint_dir).run()
 
 
