@@ -21,3 +21,9 @@ from ._train import GradientResult, TrainResult, init_readout, loss_and_gradient
 __all__ = ["Checkpoint", "Readout", "Run", "TrainResult", "GradientResult", "init_readout", "load_checkpoint",
            "load_run", "loss_and_gradient", "train", "Optimizer", "GD", "SGD", "Adam", "clip_grad_norm",
            "PoolBatches", "pool_batches", "trivial_loss"]
+
+from . import _batches, _checkpoint, _optim  # noqa: E402  (their Notes are part of this package's documentation)
+
+__doc__ = "\n\n".join([__doc__, "Optimizers\n==========\n" + _optim.__doc__,
+                       "Minibatches and the trivial loss\n================================\n" + _batches.__doc__,
+                       "Run folders and checkpoints\n===========================\n" + _checkpoint.__doc__])

@@ -24,7 +24,7 @@ Update ``k`` uses batch ``k``: the fixed ``(x, target, mask)`` (full batch), or
 ``k``, ``k = 0 … last``.
 
 Checkpoints and run folders (manifest, atomic writes, validation) are
-described in :mod:`kpref.training._checkpoint`; resuming from a checkpoint
+described in :mod:`kpref.training` (Run folders); resuming from a checkpoint
 repeats exactly the arithmetic of an uninterrupted run, so the result is
 bitwise identical, minibatch stream included.
 """
