@@ -10,8 +10,14 @@ from hypothesis import strategies as st
 
 import kpref
 from kpref import tasks
-from kpref import Readout, init_readout, load_checkpoint, loss_and_gradient, train
-from kpref.training._train import adam_update   # the optimizer's own module (issue 14 §2 gives it a public home)
+from kpref.training import (
+    Adam,
+    Readout,
+    init_readout,
+    load_checkpoint,
+    loss_and_gradient,
+    train,
+)
 
 QUICK = dict(fixation_steps=3, stimulus_steps=5, memory_steps=5, response_steps=6, grace_steps=1)
 
@@ -135,8 +141,10 @@ def test_resume_is_bitwise_identical(tmp_path, optimizer):
     assert [c.step for c in full.checkpoints] == [0, 5, 10, 15, 17]
     ckpt = tmp_path / "full" / "checkpoint_0000005.npz"
     assert ckpt.exists()
-    # a different rng must not matter when resuming
-    resumed = train(cell, x, y, rng=99, resume_from=ckpt, checkpoint_every=5, checkpoint_dir=tmp_path / "res",
+    # an rng that disagrees with the run's seed is refused, not ignored
+    with pytest.raises(ValueError, match="rng: got 99"):
+        train(cell, x, y, rng=99, resume_from=ckpt, **kw)
+    resumed = train(cell, x, y, rng=3, resume_from=ckpt, checkpoint_every=5, checkpoint_dir=tmp_path / "res",
                     **kw)
     assert resumed.theta.tobytes() == full.theta.tobytes()
     assert resumed.readout.w_out.tobytes() == full.readout.w_out.tobytes()
@@ -155,18 +163,18 @@ def test_resume_is_bitwise_identical(tmp_path, optimizer):
 
 
 def test_resume_check_catches_a_perturbed_state(tmp_path):
-    # the bitwise comparison above must fail if the resumed state is off by one ulp
+    # the bitwise comparison of the resume test must fail if the resumed state is off by one ulp. With GD the
+    # state is the parameters only, so resuming equals a fresh run from the checkpoint's parameters, bit for bit,
+    # and a fresh run from parameters one ulp away differs.
     x, y, m = tasks.memory_pro(4, 2, **QUICK)
     cell = kpref.Elman(3, 8)
-    kw = dict(mask=m, g=1.5, steps=8, learning_rate=2e-2, progress=False)
-    full = train(cell, x, y, rng=3, checkpoint_steps=[4], checkpoint_dir=tmp_path, **kw)
-    path = tmp_path / "checkpoint_0000004.npz"
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    arrays["theta"] = np.nextafter(arrays["theta"], np.inf)
-    np.savez(path, **arrays)
-    resumed = train(cell, x, y, resume_from=path, **kw)
-    assert resumed.theta.tobytes() != full.theta.tobytes()
+    kw = dict(mask=m, learning_rate=2e-2, optimizer="gd", progress=False)
+    full = train(cell, x, y, rng=3, g=1.5, steps=8, checkpoint_steps=[4], checkpoint_dir=tmp_path, **kw)
+    ck = load_checkpoint(tmp_path / "checkpoint_0000004.npz")
+    again = train(cell, x, y, theta=ck.theta, readout=ck.readout, steps=4, **kw)
+    assert again.theta.tobytes() == full.theta.tobytes()
+    nudged = train(cell, x, y, theta=np.nextafter(ck.theta, np.inf), readout=ck.readout, steps=4, **kw)
+    assert nudged.theta.tobytes() != full.theta.tobytes()
 
 
 def test_checkpoint_file_is_plain_npz_with_config(tmp_path):
@@ -175,7 +183,7 @@ def test_checkpoint_file_is_plain_npz_with_config(tmp_path):
     out = train(cell, x, y, mask=m, rng=0, steps=4, checkpoint_steps=[2], checkpoint_dir=tmp_path,
                 progress=False)
     files = sorted(os.listdir(tmp_path))
-    assert files == ["checkpoint_0000000.npz", "checkpoint_0000002.npz", "checkpoint_0000004.npz"]
+    assert files == ["checkpoint_0000000.npz", "checkpoint_0000002.npz", "checkpoint_0000004.npz", "manifest.json"]
     with np.load(tmp_path / "checkpoint_0000002.npz", allow_pickle=False) as data:
         assert {"theta", "w_out", "b_out", "loss", "losses", "step", "config", "adam_m", "adam_v",
                 "adam_count"} <= set(data.files)
@@ -204,18 +212,20 @@ def test_adam_matches_torch():
     grads = rng.standard_normal((6, 7))
     p = torch.tensor(phi0.copy(), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.Adam([p], lr=1e-2, betas=(0.9, 0.99), eps=1e-8)
-    phi, mm, vv = phi0.copy(), np.zeros(7), np.zeros(7)
-    for k, g in enumerate(grads, start=1):
+    ours = Adam(7, learning_rate=1e-2, betas=(0.9, 0.99), eps=1e-8)
+    phi = phi0.copy()
+    for g in grads:
         p.grad = torch.tensor(g, dtype=torch.float64)
         opt.step()
-        phi, mm, vv = adam_update(phi, g, mm, vv, k, 1e-2, 0.9, 0.99, 1e-8)
+        phi = ours.step(phi, g)
     ref = p.detach().numpy()
     np.testing.assert_allclose(phi, ref, rtol=1e-14, atol=1e-15)
-    # the comparison would catch a missing bias correction
+    # the comparison would catch a missing bias correction (count stuck at 10**6)
     wrong = phi0.copy()
-    m1, v1 = np.zeros(7), np.zeros(7)
+    bad = Adam(7, learning_rate=1e-2, betas=(0.9, 0.99), eps=1e-8)
     for g in grads:
-        wrong, m1, v1 = adam_update(wrong, g, m1, v1, 10**6, 1e-2, 0.9, 0.99, 1e-8)
+        bad.load_state_dict(dict(bad.state_dict(), count=np.array(10**6)))
+        wrong = bad.step(wrong, g)
     assert not np.allclose(wrong, ref, rtol=1e-6)
 
 
@@ -229,7 +239,26 @@ def test_readout_init_is_torch_linear_rule():
 @pytest.mark.parametrize("kwargs, exc, words", [
     (dict(steps=-1), ValueError, ["steps"]),
     (dict(steps=2.5), TypeError, ["steps"]),
-    (dict(optimizer="sgd"), ValueError, ["optimizer", "sgd"]),
+    (dict(optimizer="rmsprop"), ValueError, ["optimizer", "rmsprop"]),
+    (dict(optimizer="gd", momentum=0.9), ValueError, ["momentum"]),
+    (dict(optimizer="sgd", momentum=1.0), ValueError, ["momentum"]),
+    (dict(optimizer="sgd", nesterov=True), ValueError, ["nesterov"]),
+    (dict(optimizer="gd", betas=(0.5, 0.9)), ValueError, ["betas"]),
+    (dict(clip_grad_norm=0.0), ValueError, ["clip_grad_norm"]),
+    (dict(clip_grad_norm="1"), TypeError, ["clip_grad_norm"]),
+    (dict(loss_tolerance=-1.0), ValueError, ["loss_tolerance"]),
+    (dict(loss_tolerance=float("nan")), ValueError, ["loss_tolerance"]),
+    (dict(batch_fn=3), TypeError, ["batch_fn"]),
+    (dict(batch_seed=3), ValueError, ["batch_seed"]),
+    (dict(batch_fn=lambda rng, k: None, h0=np.zeros((2, 5))), ValueError, ["h0"]),
+    (dict(batch_fn=lambda rng, k: None), TypeError, ["batch_fn", "step 0"]),
+    (dict(batch_fn=lambda rng, k: (np.zeros((2, 4, 3)), np.zeros((2, 4, 2)))), ValueError,
+     ["batch_fn(step=0).target"]),
+    (dict(theta=np.zeros(40), g=1.0), ValueError, ["g"]),
+    (dict(progress="yes"), TypeError, ["progress"]),
+    (dict(progress=np.zeros(3)), TypeError, ["progress"]),
+    (dict(overwrite=1), TypeError, ["overwrite"]),
+    (dict(steps=10**12), ValueError, ["steps", "GiB"]),
     (dict(learning_rate=0.0), ValueError, ["learning_rate"]),
     (dict(betas=(0.9, 1.0)), ValueError, ["betas[1]"]),
     (dict(mask=np.ones((4, 3))), ValueError, ["mask"]),

@@ -18,12 +18,12 @@ from .._checks import as_real_array, check_choice
 __all__ = ["Loss", "mse_loss", "check_mask", "mask_weights"]
 
 
-def check_mask(mask, B, T, O):
+def check_mask(mask, B, T, O, name="mask"):
     """``None``, or ``mask`` as a float64 (B, T) or (B, T, O) array of finite non-negative weights.
 
     Bool masks become 0/1. The shape is kept (a (B, T) mask stays (B, T):
     :func:`mask_weights` expands it). ``ValueError``/``TypeError`` name
-    ``mask``, what it got and what was expected.
+    the argument (``name``), what it got and what was expected.
     """
     if mask is None:
         return None
@@ -31,11 +31,11 @@ def check_mask(mask, B, T, O):
     if arr.dtype == bool:
         arr = arr.astype(np.float64)
     if arr.ndim == 2:
-        arr = as_real_array("mask", arr, (B, T), ("B", "T"))
+        arr = as_real_array(name, arr, (B, T), ("B", "T"))
     else:
-        arr = as_real_array("mask", arr, (B, T, O), ("B", "T", "O"))
+        arr = as_real_array(name, arr, (B, T, O), ("B", "T", "O"))
     if arr.size and arr.min() < 0:
-        raise ValueError(f"mask: expected non-negative weights, got minimum {arr.min()}")
+        raise ValueError(f"{name}: expected non-negative weights, got minimum {arr.min()}")
     return arr
 
 
