@@ -284,28 +284,34 @@ def _variance_rank(D, q=0.95):
     return int(np.searchsorted(cum, q * cum[-1], side="left") + 1)
 
 
-def _axis_grams(F4):
-    """Reduced Grams of ``F Fᵀ`` over the other axes, for each axis and both reductions (module notes of
-    :mod:`kpref.analysis._kpflow`): ``F4`` is (B, T, S, m)."""
+def _axis_grams(F4, FG4=None):
+    """Reduced Grams of ``A Aᵀ`` over the other axes, for each axis and both reductions (module notes of
+    :mod:`kpref.analysis._kpflow`), with ``A Aᵀ = F4 FG4ᵀ`` flattened: ``F4`` is (B, T, S, m); ``FG4``
+    defaults to ``F4`` (``A = F``); for ``A = F Fᵀ`` (``K``, ``NTK``) pass ``FG4 = F G``, ``G = Fᵀ F``."""
     out = {r: {} for r in REDUCTIONS}
     perms = {"batch": (0, 1, 2, 3), "time": (1, 0, 2, 3), "hidden": (2, 0, 1, 3)}
     for axis, perm in perms.items():
         Y = np.ascontiguousarray(F4.transpose(perm))
+        Z = Y if FG4 is None else np.ascontiguousarray(FG4.transpose(perm))
         n = Y.shape[0]
-        R = Y.reshape(n, -1)
-        out["partial_trace"][axis] = R @ R.T
-        Sg = Y.reshape(n, -1, Y.shape[-1]).sum(axis=1)
-        out["marginal"][axis] = Sg @ Sg.T
+        D = Y.reshape(n, -1) @ Z.reshape(n, -1).T                   # Σ over the other axes on the diagonal
+        out["partial_trace"][axis] = 0.5 * (D + D.T)
+        Sy = Y.reshape(n, -1, Y.shape[-1]).sum(axis=1)             # the other axes summed first
+        Sz = Z.reshape(n, -1, Z.shape[-1]).sum(axis=1)
+        D = Sy @ Sz.T
+        out["marginal"][axis] = 0.5 * (D + D.T)
     return out
 
 
 def _factor_block(F, shape):
-    """Effective rank and reduced Grams of ``X = F Fᵀ`` from the dense factor ``F`` (n × p)."""
+    """Effective rank and reduced Grams of ``X = F Fᵀ`` from the dense factor ``F`` (n × p):
+    ``X Xᵀ = F G Fᵀ`` with ``G = Fᵀ F``."""
     B, T, S = shape
     G = F.T @ F
     G2 = G @ G
     s2, s4 = float(np.sum(G * G)), float(np.sum(G2 * G2))
-    return (s2 * s2 / s4 if s4 > 0 else None), _axis_grams(F.reshape(B, T, S, -1)), G
+    grams = _axis_grams(F.reshape(B, T, S, -1), (F @ G).reshape(B, T, S, -1))
+    return (s2 * s2 / s4 if s4 > 0 else None), grams, G
 
 
 def _propagator_blocks(lin):
