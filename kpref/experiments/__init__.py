@@ -5,6 +5,7 @@
 :mod:`kpref.experiments._interference`.
 """
 
+from . import _interference as interference
 from . import _sweep as sweep
 
-__all__ = ["sweep"]
+__all__ = ["sweep", "interference"]

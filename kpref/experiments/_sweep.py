@@ -230,24 +230,25 @@ def train_kwargs(config):
 
 # ------------------------------------------------------------------- tasks
 def task_batch(config, task, seed):
-    """The fixed training batch ``(x, target, mask)`` of a run (mask may be None)."""
+    """The fixed training batch ``(x, target, mask, rule)`` of a run (``mask``, ``rule`` may be None;
+    ``rule`` (B,) is the sub-task of each trial of the multitask)."""
     rng = np.random.default_rng([int(seed), 0, SWEEP_TASKS.index(task)])
     B = config.batch_size
     layout = dict(fixation_steps=0, stimulus_steps=config.stimulus_steps, memory_steps=config.memory_steps,
                   response_steps=config.response_steps, grace_steps=0, noise_std=config.noise_std)
     if task == "memory_pro":
         b = _tasks.memory_pro(B, rng, **layout)
-        return b.x, b.target, b.mask
+        return b.x, b.target, b.mask, None
     if task == "multitask":
         b = _tasks.multitask(B, rng, context_steps=config.context_steps, **layout)
-        return b.x, b.target, b.mask
+        return b.x, b.target, b.mask, b.rule
     T = config.stimulus_steps + config.memory_steps + config.response_steps
     if task == "flip_flop":
         b = _tasks.flip_flop(B, rng, num_steps=T, noise_std=config.noise_std, p_flip=0.1)
-        return b.x, b.target, None
+        return b.x, b.target, None, None
     b = _tasks.low_rank_forecast(B, rng, num_steps=T, dim=20, latent_dim=4, input_dim=8, target_dim=8,
                                  noise_std=config.noise_std)
-    return b.x, b.target, None
+    return b.x, b.target, None, None
 
 
 def trivial_loss(target, mask=None):
@@ -400,7 +401,7 @@ def run_one(config_dict, spec):
     """
     config = SweepConfig.from_dict(config_dict)
     t0 = time.perf_counter()
-    x, target, mask = task_batch(config, spec["task"], spec["seed"])
+    x, target, mask, _ = task_batch(config, spec["task"], spec["seed"])
     cell = make_cell(spec["cell"], x.shape[2], config.hidden_size)
     probe_rng = np.random.default_rng([spec["seed"], 2])
     theta0 = cell.init_params(np.random.default_rng([spec["seed"], 1]), g=spec["g"],
