@@ -7,7 +7,8 @@ weights drawn at gain ``g`` (``cell.init_params(g=g)``) and a linear readout
 are trained with Adam on one fixed memory-pro batch (:func:`kpref.train`,
 kpref's own gradients). At every checkpoint, on the training batch:
 
-* ``loss``;
+* ``loss`` (and, once per run, ``trivial_loss``: the loss of the batch-mean
+  predictor, and ``did_not_learn``: final loss ≥ 0.5 × trivial);
 * ``effective_rank`` of ``K``, ``P`` and ``NTK`` (SPEC §6): for an operator
   ``X`` with singular values ``σ``, ``erank(X) = PR(X Xᵀ) = (Σσ²)² / Σσ⁴``;
 * ``effective_dimensions``: per operator and per axis ``a`` of
@@ -385,6 +386,18 @@ def _seeds(seed, *keys):
     return np.random.default_rng([seed, *keys])
 
 
+def _trivial_loss(target, mask):
+    from ._sweep import trivial_loss
+
+    return trivial_loss(target, mask)
+
+
+def _did_not_learn(final_loss, trivial):
+    from ._sweep import did_not_learn
+
+    return did_not_learn(final_loss, trivial)
+
+
 # -------------------------------------------------------------- experiment 1
 def run_collapse(cell_name, g, config, *, progress=None, checkpoint_dir=None):
     """Experiment 1 for one cell and gain. Returns ``(record, artifacts)``.
@@ -439,11 +452,14 @@ def run_collapse(cell_name, g, config, *, progress=None, checkpoint_dir=None):
                    progress=progress, callback=on_checkpoint, checkpoint_dir=checkpoint_dir)
     angle = np.mod(np.arctan2(batch.x[:, config.fixation_steps, 2], batch.x[:, config.fixation_steps, 1]),
                    2 * np.pi)
+    trivial = _trivial_loss(batch.target, batch.mask)
     record = {
         "experiment": "collapse",
         "cell": cell_name,
         "g": g,
         "task": "memory_pro",
+        "trivial_loss": trivial,
+        "did_not_learn": _did_not_learn(checkpoints[-1]["loss"], trivial),
         "hidden_size": config.hidden_size,
         "num_params": cell.num_params,
         "shape": list(batch.x.shape[:2]) + [cell.state_size],
@@ -568,11 +584,14 @@ def run_alignment(cell_name, g, config, *, progress=None, checkpoint_dir=None):
     pairs = [(a, b) for a in range(R) for b in range(a + 1, R)]
     early = checkpoints[1] if len(checkpoints) > 1 else checkpoints[0]
     final = checkpoints[-1]
+    trivial = _trivial_loss(batch.target, batch.mask)
     record = {
         "experiment": "alignment",
         "cell": cell_name,
         "g": g,
         "task": "multitask",
+        "trivial_loss": trivial,
+        "did_not_learn": _did_not_learn(checkpoints[-1]["loss"], trivial),
         "rules": list(rules),
         "hidden_size": config.hidden_size,
         "num_params": cell.num_params,
