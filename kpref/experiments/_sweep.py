@@ -86,7 +86,7 @@ from ._experiments import available_cells, checkpoint_schedule, make_cell
 
 __all__ = ["SweepConfig", "SWEEP_TASKS", "train_kwargs", "task_batch", "trivial_loss", "run_id", "run_one",
            "checkpoint_summaries", "run_sweep", "completed_runs", "summary_rows", "add_arguments", "main",
-           "did_not_learn"]
+           "did_not_learn", "markdown_table", "summary_table", "write_figures"]
 
 #: Tasks a sweep knows (the order fixes the batch seeds: never reorder, only append).
 SWEEP_TASKS = ("memory_pro", "multitask", "flip_flop", "low_rank_forecast")
@@ -809,6 +809,27 @@ def main(args, *, stdout=None, stderr=None):
     print(f"wrote {len(result['records'])} runs ({len(result['executed'])} this call) and the table in {out} "
           f"({result['seconds']:.0f} s)", file=stdout)
     return 0
+
+
+def markdown_table(rows, when="last"):
+    """A Markdown table of the summary rows (mean ± std over seeds) at the first or last checkpoint."""
+    def f(r, key):
+        m, sd = r.get(f"{key}_{when}"), r.get(f"{key}_{when}_std")
+        return "n/a" if m is None else (f"{m:.3g}" if not sd else f"{m:.3g} ± {sd:.2g}")
+
+    cols = [("loss", "loss"), ("erank K", "erank_K"), ("erank P", "erank_P"), ("erank NTK", "erank_NTK"),
+            ("misdir.", "misdirection")]
+    for op in ("K", "NTK"):
+        for a in AXES:
+            cols.append((f"dim {op} {a} pt", f"effdim_pt_{op}_{a}"))
+            cols.append((f"dim {op} {a} mg", f"effdim_mg_{op}_{a}"))
+    head = ["task", "cell", "g", "seeds", "trivial"] + [c for c, _ in cols] + ["did not learn"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        vals = [r["task"], r["cell"], f"{r['g']:.3g}", str(r["n_seeds"]), f"{r['trivial_loss']:.3g}"]
+        vals += [f(r, key) for _, key in cols] + [f"{r['did_not_learn']}/{r['n_seeds']}"]
+        lines.append("| " + " | ".join(vals) + " |")
+    return "\n".join(lines)
 
 
 def summary_table(rows):
