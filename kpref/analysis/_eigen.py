@@ -38,7 +38,7 @@ import numpy as np
 
 from .._checks import check_choice, check_positive_float, check_positive_int
 from ..operators._input import as_operator, materialize, symmetric_part_checked
-from ._spectral import DENSE_MAX_SIZE, _WHICH, _order, block_lanczos
+from ._spectral import DENSE_MAX_SIZE, _WHICH, _check_k, _order, block_lanczos
 
 __all__ = ["EigenPairs", "SingularTriplets", "eigenpairs", "singular_triplets", "register_eigen_method",
            "EIGEN_METHODS"]
@@ -111,15 +111,6 @@ def _fix_signs(U):
     return signs
 
 
-def _check_k(k, n):
-    if k is None:
-        return n
-    k = check_positive_int("k", k)
-    if k > n:
-        raise ValueError(f"k: expected at most the operator's dimension {n}, got {k}")
-    return k
-
-
 def eigenpairs(op, k=None, *, shape=None, which="LA", method="auto", tol=1e-10, rng=None, memory_limit=None):
     """``k`` extreme eigenpairs of a symmetric operator, vectors shaped like trajectories (module notes).
 
@@ -151,7 +142,7 @@ def eigenpairs(op, k=None, *, shape=None, which="LA", method="auto", tol=1e-10, 
         method = "dense" if (k is None or n <= DENSE_MAX_SIZE) else "lanczos"
     if k is None and method != "dense":
         raise ValueError(f"k: expected an integer with method={method!r} (all pairs need method='dense')")
-    k = _check_k(k, n)
+    k = n if k is None else _check_k(k, n)
     values, U = EIGEN_METHODS[method](chk, k, which, tol, rng, memory_limit)
     values = np.array(values, dtype=np.float64)
     U = np.array(U, dtype=np.float64)
@@ -194,24 +185,20 @@ def singular_triplets(op, k=None, *, in_shape=None, out_shape=None, method="auto
         method = "dense" if (k is None or small <= DENSE_MAX_SIZE) else "lanczos"
     if k is None and method != "dense":
         raise ValueError(f"k: expected an integer with method={method!r} (all triplets need method='dense')")
-    k = _check_k(k, small)
+    k = small if k is None else _check_k(k, small)
     if method == "dense":
         Uf, s, Vt = np.linalg.svd(materialize(chk, memory_limit), full_matrices=False)
         s, U, V = s[:k].copy(), Uf[:, :k].copy(), Vt[:k].T.copy()
     else:
-        if n_in <= n_out:
-            res = block_lanczos(chk.gram_matmat, n_in, k, "LA", tol=tol, rng=rng, memory_limit=memory_limit)
-            s = np.sqrt(np.maximum(res.values, 0.0))
-            V = res.vectors
-            AV = chk.matmat(V)
-            U = np.divide(AV, s, out=np.zeros_like(AV), where=s > 0)
-        else:
-            res = block_lanczos(lambda X: chk.matmat(chk.rmatmat(X)), n_out, k, "LA", tol=tol, rng=rng,
-                                memory_limit=memory_limit)
-            s = np.sqrt(np.maximum(res.values, 0.0))
-            U = res.vectors
-            AtU = chk.rmatmat(U)
-            V = np.divide(AtU, s, out=np.zeros_like(AtU), where=s > 0)
+        # Lanczos on the Gram operator of the smaller side; the other side's vectors are A v / σ (or Aᵀ u / σ)
+        right = n_in <= n_out
+        gram = chk.gram_matmat if right else (lambda X: chk.matmat(chk.rmatmat(X)))
+        other = chk.matmat if right else chk.rmatmat
+        res = block_lanczos(gram, small, k, "LA", tol=tol, rng=rng, memory_limit=memory_limit)
+        s = np.sqrt(np.maximum(res.values, 0.0))
+        Y = other(res.vectors)
+        W = np.divide(Y, s, out=np.zeros_like(Y), where=s > 0)
+        (V, U) = (res.vectors, W) if right else (W, res.vectors)
     signs = _fix_signs(U)
     U, V = U * signs, V * signs
     r1 = chk.matmat(V) - U * s

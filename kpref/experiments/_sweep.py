@@ -82,7 +82,7 @@ from .. import tasks as _tasks
 from .._checks import check_choice, check_positive_float, check_positive_int
 from ..operators._linearization import linearize
 from ..training._train import train
-from ._experiments import available_cells, checkpoint_schedule, make_cell
+from ._experiments import _propagator_blocks, available_cells, checkpoint_schedule, dense_bytes, make_cell
 
 __all__ = ["SweepConfig", "SWEEP_TASKS", "train_kwargs", "task_batch", "trivial_loss", "run_id", "run_one",
            "checkpoint_summaries", "run_sweep", "completed_runs", "summary_rows", "add_arguments", "main",
@@ -315,14 +315,6 @@ def _factor_block(F, shape):
     return (s2 * s2 / s4 if s4 > 0 else None), grams, G
 
 
-def _propagator_blocks(lin):
-    B, T, S = lin.shape
-    m = T * S
-    E = np.zeros((B, m, m))
-    E[:, np.arange(m), np.arange(m)] = 1.0
-    return lin.P.matmat(E.reshape(B * m, m)).reshape(B, m, m)
-
-
 def _propagator_block(lin):
     """Effective rank and reduced Grams of ``P Pᵀ`` from the per-trial blocks (P is block diagonal in b)."""
     B, T, S = lin.shape
@@ -341,16 +333,12 @@ def _propagator_block(lin):
     return (s2 * s2 / s4 if s4 > 0 else None), grams, Pb, Gb
 
 
-def _dense_bytes(B, T, S, p):
-    return 8 * (3 * B * T * S * p + 2 * p * p + 2 * B * (T * S) ** 2 + 2 * (T * S) ** 2)
-
-
 def checkpoint_summaries(lin, config, rng):
     """The operator summaries of one checkpoint (module notes): exact when the dense factors fit."""
     B, T, S = lin.shape
     method = config.method
     if method == "auto":
-        method = "exact" if _dense_bytes(B, T, S, lin.num_params) <= config.dense_limit else "randomized"
+        method = "exact" if dense_bytes(B, T, S, lin.num_params) <= config.dense_limit else "randomized"
     erank, dims, oprank = {}, {r: {} for r in REDUCTIONS}, {r: {} for r in REDUCTIONS}
     if method == "exact":
         J = lin.J_theta.matmat(np.eye(lin.num_params))
