@@ -33,7 +33,7 @@ and prints a summary table on stdout (progress on stderr).
 ``--quick``: ``H = 16``, ``B = 12`` trials of ``T = 35`` steps, 150 Adam
 steps (η = 1e-2), 4 checkpoints, ``g ∈ {0.5, 2.0}`` — every summary exact.
 Without it: the KPFlow paper's sizes, ``H = 256``, ``B = 20``, ``T = 90``,
-1000 Adam steps (η = 1e-3), 6 checkpoints, ``g ∈ {0.5, 1.0, 2.0}``; the
+1000 Adam steps (η = 1e-2; η = 1e-3 left g ≤ 1 runs on the batch-mean plateau), 6 checkpoints, ``g ∈ {0.5, 1.0, 2.0}``; the
 operator summaries are then randomized (see :mod:`kpref.experiments._experiments`).
 ``--hidden``, ``--steps``, ``--g``, ``--cells``, ``--seed``, ``--method``
 override either.
