@@ -241,3 +241,25 @@ def test_log_spaced_gains_on_the_command_line(tmp_path, capsys):
     assert cfg["gains"] == pytest.approx([0.1, 1.0, 10.0])
     assert sorted(os.listdir(out / "runs")) == sorted(f"memory_pro_elman_g{g}_s0" for g in ("0.1", "1", "10"))
     assert "did not learn" in capsys.readouterr().out
+
+
+def test_ctrl_c_leaves_complete_runs_or_none(tmp_path, monkeypatch):
+    out = str(tmp_path / "s")
+    real = sw.run_one
+    calls = []
+
+    def interrupted(config_dict, spec):
+        calls.append(spec)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(config_dict, spec)
+
+    monkeypatch.setattr(sw, "run_one", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sw.run_sweep(TINY, out, figures=False)
+    monkeypatch.setattr(sw, "run_one", real)
+    leftovers = [f for _, _, files in os.walk(out) for f in files if ".tmp-" in f]
+    assert leftovers == []
+    assert len(_records_safe(out)) == 1                      # the first run, complete
+    again = sw.run_sweep(TINY, out, figures=False)
+    assert len(again["executed"]) == 3

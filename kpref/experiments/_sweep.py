@@ -446,12 +446,18 @@ def _sha256(path):
 
 
 def _atomic_bytes(path, data):
+    """Write ``data`` to a temporary file beside ``path`` and rename it (removed again if interrupted)."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def _record_bytes(record):
@@ -680,10 +686,9 @@ def write_figures(config, rows, out):
                 ax.tick_params(labelsize=7)
                 if i == 0:
                     ax.legend(fontsize=6)
-        path = os.path.join(out, name)
-        tmp = path + f".tmp-{os.getpid()}.png"
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        _atomic_bytes(os.path.join(out, name), buf.getvalue())
 
     panel_fig([([(f"erank_{op}", "o-", op)], f"effective rank {op}") for op in OPERATORS]
               + [([("misdirection", "s-", "cos(NTK, PP*)")], "misdirection")], "effective_ranks_vs_g.png")
