@@ -47,7 +47,7 @@ GRU   K  37.04  P 673.77  NTK 13.55
 number of parameters, 336 for this Elman cell and 1008 for the GRU.)
 """
 
-from ._eigen import EigenPairs, SingularTriplets, eigenpairs, register_eigen_method, singular_triplets
+from ._eigen import EIGEN_METHODS, EigenPairs, SingularTriplets, eigenpairs, register_eigen_method, singular_triplets
 from ._kpflow import misdirection, operator_effective_rank, pp_star, reduced_gram
 from ._lyapunov import kaplan_yorke_dimension, lyapunov_spectrum
 from ._partial_trace import (
@@ -93,4 +93,5 @@ __all__ = [
     "EigenPairs",
     "SingularTriplets",
     "register_eigen_method",
+    "EIGEN_METHODS",
 ]

