@@ -1,4 +1,5 @@
-"""Command line: ``python -m kpref verify [--quick]`` and ``python -m kpref report [--quick] ...``."""
+"""Command line: ``python -m kpref verify [--quick]``, ``python -m kpref report [--quick] ...`` and
+``python -m kpref sweep [--quick] [--jobs N | --scheduler tcp://HOST:PORT] ...``."""
 
 from __future__ import annotations
 
@@ -15,9 +16,14 @@ def main(argv=None):
     from .experiments import _report
     _report.add_arguments(sub.add_parser("report", help="train small RNNs and show their dynamic collapse "
                                                         "with exact operators (figures + report.json)"))
+    from .experiments import _sweep
+    _sweep.add_arguments(sub.add_parser("sweep", help="cells x g x seeds x tasks: one folder per run, resumable, "
+                                                      "on local processes (--jobs) or Dask (--scheduler)"))
     args = parser.parse_args(argv)
     if args.command == "report":
         return _report.main(args)
+    if args.command == "sweep":
+        return _sweep.main(args)
     if args.command == "verify":
         from .testing._verify import run_verify
 

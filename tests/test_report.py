@@ -225,7 +225,12 @@ def test_run_report_tiny_writes_schema_and_figures(tmp_path):
     for name in _report.FIGURES:
         assert (tmp_path / "out" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = _report.summary_table(report)
-    assert "erank K" in table and len(table.splitlines()) == 2 + len(report["runs"]) + 1
+    flagged = [line for line in table.splitlines() if line.startswith("did not learn: ")]
+    assert len(flagged) == sum(bool(r["did_not_learn"]) for r in report["runs"])
+    assert "erank K" in table and len(table.splitlines()) == 2 + len(report["runs"]) + 1 + len(flagged)
+    for r in report["runs"]:
+        final = r["checkpoints"][-1]["loss"]
+        assert r["trivial_loss"] > 0 and r["did_not_learn"] == (final >= 0.5 * r["trivial_loss"])
 
 
 def test_runs_are_deterministic_and_checkpoints_reload(tmp_path):

@@ -18,6 +18,13 @@ Traces (:mod:`kpref.analysis._traces`)
 Axes of trajectory space (:mod:`kpref.analysis._partial_trace`)
     :func:`partial_trace`, :func:`marginal_sum` (KPFlow's "partial trace"),
     :func:`effective_dimension`, :func:`effective_dimensions`.
+The KPFlow package's definitions (:mod:`kpref.analysis._kpflow`)
+    ``effective_dimension(..., reduction='marginal')``, :func:`reduced_gram`,
+    :func:`operator_effective_rank` (95 % variance over kept axes),
+    :func:`misdirection` ``= cos(NTK, P P*)``, :func:`pp_star`.
+Eigenfunctions (:mod:`kpref.analysis._eigen`)
+    :func:`eigenpairs`, :func:`singular_triplets`: vectors shaped
+    ``(k, B, T, S)`` or like the kept axes, with residuals and fixed signs.
 Dynamics (:mod:`kpref.analysis._lyapunov`)
     :func:`lyapunov_spectrum`, :func:`kaplan_yorke_dimension`.
 
@@ -40,6 +47,8 @@ GRU   K  37.04  P 673.77  NTK 13.55
 number of parameters, 336 for this Elman cell and 1008 for the GRU.)
 """
 
+from ._eigen import EIGEN_METHODS, EigenPairs, SingularTriplets, eigenpairs, register_eigen_method, singular_triplets
+from ._kpflow import misdirection, operator_effective_rank, pp_star, reduced_gram
 from ._lyapunov import kaplan_yorke_dimension, lyapunov_spectrum
 from ._partial_trace import AXIS_NAMES
 from ._spectral import LanczosResult
@@ -90,4 +99,14 @@ __all__ = [
     "lyapunov_spectrum",
     "kaplan_yorke_dimension",
     "block_lanczos",
+    "reduced_gram",
+    "operator_effective_rank",
+    "pp_star",
+    "misdirection",
+    "eigenpairs",
+    "singular_triplets",
+    "EigenPairs",
+    "SingularTriplets",
+    "register_eigen_method",
+    "EIGEN_METHODS",
 ]

@@ -292,16 +292,31 @@ def marginal_sum(op, shape, axis, reduction="sum", *, memory_limit=None):
 # -------------------------------------------------------------------- effective dimension
 
 
-def _axis_grams_exact(chk, shape, axes, memory_limit):
-    """``D_a = tr_{others}(A Aᵀ)`` for each axis in ``axes``, by streaming identity blocks through ``A``."""
+def _axis_rows(Y, a, n_a, cols, dim_reduction):
+    """Rows of the axis-``a`` Gram of a block ``Y`` (shape + (cols,)): ``D_a += R Rᵀ``.
+
+    ``'partial_trace'``: ``R = Y`` with axis ``a`` first and every other index
+    (the other axes and the columns) flattened, so ``R Rᵀ`` sums over them on
+    the diagonal; ``'marginal'``: the other axes summed first,
+    ``R[i, col] = Σ_c Y[(i, c), col]``, so ``R Rᵀ`` is the marginal sum of
+    ``Y Yᵀ`` over them (every pair ``c, c'``)."""
+    Ya = np.moveaxis(Y, a, 0)
+    if dim_reduction == "marginal":
+        return Ya.reshape(n_a, -1, cols).sum(axis=1)
+    return Ya.reshape(n_a, -1)
+
+
+def _axis_grams_exact(chk, shape, axes, memory_limit, dim_reduction="partial_trace"):
+    """``D_a`` (partial trace or marginal sum of ``A Aᵀ`` over the other axes) for each axis in ``axes``,
+    by streaming identity blocks through ``A``."""
     n_out, n_in = chk.shape
     D = {a: np.zeros((shape[a], shape[a])) for a in axes}
     block = stream_block_size(n_out, n_in, memory_limit, copies=3)
     for start, stop in column_blocks(n_in, block):
         Y = chk.matmat(identity_block(n_in, start, stop)).reshape(shape + (stop - start,))
         for a in axes:
-            Ya = np.moveaxis(Y, a, 0).reshape(shape[a], -1)
-            D[a] += Ya @ Ya.T
+            R = _axis_rows(Y, a, shape[a], stop - start, dim_reduction)
+            D[a] += R @ R.T
     return D
 
 
@@ -312,15 +327,17 @@ def _pr_of_gram(D):
     return tr * tr / float(np.sum(D * D))
 
 
-def _axis_dims_hutchinson(chk, shape, axes, n_probes, rng):
+def _axis_dims_hutchinson(chk, shape, axes, n_probes, rng, dim_reduction="partial_trace"):
     """Effective dimensions per axis from ``n_probes`` probes (U-statistic) with jackknife errors."""
     s = n_probes
     Y = chk.matmat(rademacher(rng, chk.shape[1], s))
-    a_k = np.einsum("ik,ik->k", Y, Y)       # tr D_k = ‖Aω_k‖², the same for every axis
     Y = Y.reshape(shape + (s,))
     out = {}
     for a in axes:
         Ya = np.ascontiguousarray(np.moveaxis(Y, (len(shape), a), (0, 1))).reshape(s, shape[a], -1)
+        if dim_reduction == "marginal":
+            Ya = Ya.sum(axis=2, keepdims=True)      # y_k[i] = Σ_c (Aω_k)[(i, c)]: E y_k y_kᵀ = D_a (marginal)
+        a_k = np.einsum("kic,kic->k", Ya, Ya)       # tr D_k
         Dk = np.matmul(Ya, Ya.transpose(0, 2, 1)).reshape(s, -1)     # D_k = Y_k Y_kᵀ, (s, n_a²)
         G = Dk @ Dk.T                                                  # G_kl = ⟨D_k, D_l⟩
         off_total = G.sum() - np.trace(G)
@@ -340,11 +357,15 @@ def _axis_dims_hutchinson(chk, shape, axes, n_probes, rng):
     return out
 
 
-def _axis_dimensions(chk, shape, axes, method, n_probes, rng, memory_limit):
+#: The reductions of ``A Aᵀ`` over the other axes that :func:`effective_dimension` offers.
+DIM_REDUCTIONS = ("partial_trace", "marginal")
+
+
+def _axis_dimensions(chk, shape, axes, method, n_probes, rng, memory_limit, dim_reduction="partial_trace"):
     if method == "exact":
-        D = _axis_grams_exact(chk, shape, axes, memory_limit)
+        D = _axis_grams_exact(chk, shape, axes, memory_limit, dim_reduction)
         return {a: (_pr_of_gram(D[a]), 0.0) for a in axes}
-    return _axis_dims_hutchinson(chk, shape, axes, n_probes, rng)
+    return _axis_dims_hutchinson(chk, shape, axes, n_probes, rng, dim_reduction)
 
 
 def _check_dim_method(method, n_probes, rng):
@@ -359,8 +380,18 @@ def _check_dim_method(method, n_probes, rng):
 
 
 def effective_dimension(op, shape, axis, method="exact", n_probes=None, rng=None, *, return_error=False,
-                        memory_limit=None):
+                        memory_limit=None, reduction="partial_trace"):
     """Effective dimension of ``op`` along one axis: ``PR(tr_{other axes}(A Aᵀ))`` (module notes).
+
+    With ``reduction='marginal'``: the KPFlow package's ``effdim``, the
+    participation ratio of the *marginal sum* of ``A Aᵀ`` over the other axes,
+    ``PR(Σ_{others} A Aᵀ)`` with
+    ``D_a[i, j] = Σ_col (Σ_c A[(i,c), col]) (Σ_c' A[(j,c'), col])`` — a
+    different number whenever ``A Aᵀ`` couples the other axes (``K`` over
+    batch: a GRU's ``K`` gives about 2.0 with the partial trace and 1.2 with
+    the marginal sum). The two agree when ``A Aᵀ`` is block diagonal in the
+    other axes. Hutchinson uses ``y_k = Σ_c (Aω_k)[(·, c)]``, ``E y_k y_kᵀ = D_a``,
+    with the same U-statistic and jackknife.
 
     Parameters
     ----------
@@ -374,6 +405,9 @@ def effective_dimension(op, shape, axis, method="exact", n_probes=None, rng=None
         ``'hutchinson'`` uses ``n_probes`` products (default 100, at least 3).
     n_probes, rng, return_error, memory_limit
         As in :func:`kpref.analysis.trace` (the error is the jackknife's).
+    reduction : {'partial_trace', 'marginal'}
+        How ``A Aᵀ`` is reduced over the other axes: kpref's partial trace
+        (default) or KPFlow's marginal sum (above).
 
     Returns
     -------
@@ -383,12 +417,13 @@ def effective_dimension(op, shape, axis, method="exact", n_probes=None, rng=None
     shape = _check_shape(shape, chk.shape[0])
     a = _axis_index(axis, len(shape))
     n_probes, gen = _check_dim_method(method, n_probes, rng)
-    value, err = _axis_dimensions(chk, shape, (a,), method, n_probes, gen, memory_limit)[a]
+    check_choice("reduction", reduction, DIM_REDUCTIONS)
+    value, err = _axis_dimensions(chk, shape, (a,), method, n_probes, gen, memory_limit, reduction)[a]
     return (value, err) if return_error else value
 
 
 def effective_dimensions(lin, operators=("K", "P", "NTK"), axes=AXIS_NAMES, method="exact", n_probes=None,
-                         rng=None, *, return_error=False, memory_limit=None):
+                         rng=None, *, return_error=False, memory_limit=None, reduction="partial_trace"):
     """Effective dimensions of ``K``, ``P`` and the ``NTK`` of a linearization along each axis.
 
     Parameters
@@ -398,7 +433,7 @@ def effective_dimensions(lin, operators=("K", "P", "NTK"), axes=AXIS_NAMES, meth
         the rows.
     operators : sequence of {'K', 'P', 'NTK', 'P_inv'}
     axes : sequence of {'batch', 'time', 'hidden'}
-    method, n_probes, rng, return_error, memory_limit
+    method, n_probes, rng, return_error, memory_limit, reduction
         As in :func:`effective_dimension`; each operator is applied to one set
         of probes (or one stream of identity blocks) shared by all axes.
 
@@ -417,9 +452,10 @@ def effective_dimensions(lin, operators=("K", "P", "NTK"), axes=AXIS_NAMES, meth
         check_choice("operators", name, ("K", "P", "NTK", "P_inv"))
     axis_idx = tuple(_axis_index(a, 3, "axes") for a in axes)
     n_probes, gen = _check_dim_method(method, n_probes, rng)
+    check_choice("reduction", reduction, DIM_REDUCTIONS)
     result = {}
     for name in operators:
         chk = as_operator(f"lin.{name}", getattr(lin, name))
-        dims = _axis_dimensions(chk, shape, axis_idx, method, n_probes, gen, memory_limit)
+        dims = _axis_dimensions(chk, shape, axis_idx, method, n_probes, gen, memory_limit, reduction)
         result[name] = {AXIS_NAMES[a]: (dims[a] if return_error else dims[a][0]) for a in axis_idx}
     return result

@@ -56,6 +56,7 @@ from .._checks import (
     as_real_array,
     as_real_or_complex_array,
     check_bool,
+    check_choice,
     check_positive_float,
     check_positive_int,
 )
@@ -297,7 +298,7 @@ class Cell(abc.ABC):
         return out
 
     # ---------------------------------------------------------- initialization
-    def init_params(self, rng=None, g=None):
+    def init_params(self, rng=None, g=None, g_convention="gaussian"):
         """Draw a parameter vector.
 
         By default every parameter is drawn from ``U(-1/√H, 1/√H)`` with
@@ -306,14 +307,22 @@ class Cell(abc.ABC):
 
         With ``g`` (> 0) given, each ``H×H`` block of the recurrent weights
         (``weight_hh``: one block for Elman/LeakyRNN/Linear/RateODE, the
-        r, z, n blocks for GRU, the i, f, g, o blocks for LSTM) is drawn
-        i.i.d. ``N(0, g²/H)`` instead — the gain ``g`` of the KPFlow papers'
-        sweeps (g > 1 is the chaotic regime for a tanh network at large H).
-        Everything else keeps the default.
+        r, z, n blocks for GRU, the i, f, g, o blocks for LSTM) is redrawn
+        according to ``g_convention``:
 
-        ``rng`` is ``None``, an integer seed or a ``numpy.random.Generator``.
+        * ``'gaussian'`` (kpref's default): i.i.d. ``N(0, g²/H)`` — the
+          random-matrix gain (g > 1 is the chaotic regime for a tanh network
+          at large H); these normals are drawn after the uniforms;
+        * ``'kpflow'``: the KPFlow package's gain, ``g`` times torch's
+          ``U(-1/√H, 1/√H)`` draw (std ``g/√(3H)``; no further draws, so the
+          same ``rng`` gives the same uniforms as ``g=None``). The same ``g``
+          is a √3 smaller spread than with ``'gaussian'``.
+
+        Everything else keeps the default. ``rng`` is ``None``, an integer
+        seed or a ``numpy.random.Generator``.
         """
         rng = as_generator(rng)
+        check_choice("g_convention", g_convention, ("gaussian", "kpflow"))
         H = self.hidden_size
         bound = 1.0 / np.sqrt(H)
         theta = rng.uniform(-bound, bound, size=self.num_params)
@@ -322,7 +331,10 @@ class Cell(abc.ABC):
             params = self.unflatten(theta)
             for name in self.recurrent_weights:
                 w = params[name]
-                w[...] = rng.normal(0.0, g / np.sqrt(H), size=w.shape)
+                if g_convention == "kpflow":
+                    w *= g
+                else:
+                    w[...] = rng.normal(0.0, g / np.sqrt(H), size=w.shape)
         return theta
 
     # ------------------------------------------------------------ public step

@@ -1,9 +1,12 @@
-"""The application layer: the KPFlow experiments, the ``report`` command and its figures.
+"""The application layer: the KPFlow experiments, the ``report`` and ``sweep`` commands and their figures.
 
 * experiments (:mod:`kpref.experiments._experiments`): :class:`ExperimentConfig`,
   :func:`run_collapse`, :func:`run_alignment` and the summaries they record;
 * the report (:mod:`kpref.experiments._report`): :func:`run_report`,
-  :func:`summary_table`, :func:`write_figures`, the CLI's :func:`main`.
+  :func:`summary_table`, :func:`write_figures`, the CLI's :func:`main`;
+* ``kpref.experiments.sweep``, the public face of :mod:`kpref.experiments._sweep`
+  (``SweepConfig``, ``run_sweep``, ``run_one``, ``train_kwargs``, ...);
+* ``kpref.experiments.interference``, that of :mod:`kpref.experiments._interference`.
 
 matplotlib is imported only when figures are written.
 """
@@ -11,6 +14,8 @@ matplotlib is imported only when figures are written.
 from ._experiments import *  # noqa: F401,F403  (its __all__)
 from ._experiments import AXES, OPERATORS, __all__ as _experiment_names
 from ._report import FIGURES, add_arguments, main, run_report, summary_table, write_figures
+from . import _interference as interference
+from . import _sweep as sweep
 
 __all__ = list(_experiment_names) + ["AXES", "OPERATORS", "FIGURES", "add_arguments", "main", "run_report",
-                                     "summary_table", "write_figures"]
+                                     "summary_table", "write_figures", "sweep", "interference"]

@@ -33,7 +33,7 @@ and prints a summary table on stdout (progress on stderr).
 ``--quick``: ``H = 16``, ``B = 12`` trials of ``T = 35`` steps, 150 Adam
 steps (η = 1e-2), 4 checkpoints, ``g ∈ {0.5, 2.0}`` — every summary exact.
 Without it: the KPFlow paper's sizes, ``H = 256``, ``B = 20``, ``T = 90``,
-1000 Adam steps (η = 1e-3), 6 checkpoints, ``g ∈ {0.5, 1.0, 2.0}``; the
+1000 Adam steps (η = 1e-2; η = 1e-3 left g ≤ 1 runs on the batch-mean plateau), 6 checkpoints, ``g ∈ {0.5, 1.0, 2.0}``; the
 operator summaries are then randomized (see :mod:`kpref.experiments._experiments`).
 ``--hidden``, ``--steps``, ``--g``, ``--cells``, ``--seed``, ``--method``
 override either.
@@ -240,7 +240,8 @@ def summary_rows(runs):
         row = {"experiment": run["experiment"], "cell": run["cell"], "g": run["g"],
                "step": [c0["step"], c1["step"]], "loss": [c0["loss"], c1["loss"]],
                "pca_dimension": [c0["pca_dimension"], c1["pca_dimension"]],
-               "method": c1["method"]}
+               "method": c1["method"], "trivial_loss": run.get("trivial_loss"),
+               "did_not_learn": run.get("did_not_learn")}
         for op in ex.OPERATORS:
             row[f"erank_{op}"] = [c0["effective_rank"][op], c1["effective_rank"][op]]
         if "lyapunov" in c0:
@@ -271,6 +272,10 @@ def summary_table(report):
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
     out += [fmt.format(*r) for r in lines]
+    flagged = [r for r in report["summary"] if r.get("did_not_learn")]
+    for r in flagged:
+        out.append(f"did not learn: {r['experiment']} {r['cell']} g={r['g']:g} — final loss {r['loss'][1]:.4g} ≥ "
+                   f"0.5 × trivial (batch-mean predictor) loss {r['trivial_loss']:.4g}")
     cfg = report["config"]
     out.append(f"(first → last checkpoint; H={cfg['hidden_size']}, B={cfg['batch_size']}, steps={cfg['steps']}; "
                f"λ₁: leading Lyapunov exponent per step; ρ: correlation over sub-task pairs of the early "

@@ -136,13 +136,13 @@ class ODECell(Cell):
         """Number of leading state entries a readout reads."""
         return self._output_size
 
-    def init_params(self, rng=None, g=None):
+    def init_params(self, rng=None, g=None, g_convention="gaussian"):
         if g is not None and not self.recurrent_weights:
             raise ValueError(
                 f"g: {_field_name(self.field)} declares no recurrent_weights, so there is no block to draw "
                 "with gain g; set recurrent_weights on the field or leave g=None"
             )
-        return super().init_params(rng, g)
+        return super().init_params(rng, g, g_convention)
 
     init_params.__doc__ = Cell.init_params.__doc__
 

@@ -1,0 +1,265 @@
+"""``python -m kpref sweep``: summaries against kpref.analysis, the trivial loss, folders and manifests, restart
+runs only what is missing, bitwise-identical records on 1 process, 2 processes and a Dask LocalCluster (with a
+worker killed mid-run), protocol keywords, CLI mistakes."""
+
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import kpref
+from kpref import analysis
+from kpref.__main__ import main as cli_main
+from kpref.experiments import sweep as sw
+
+TINY = sw.SweepConfig(cells=("elman",), gains=(0.5, 2.0), seeds=(0, 1), tasks=("memory_pro",), hidden_size=3,
+                      batch_size=3, stimulus_steps=2, memory_steps=1, response_steps=2, context_steps=1, steps=4,
+                      num_checkpoints=2)
+
+
+def _lin(B=3, T=4, H=3, seed=0):
+    rng = np.random.default_rng(seed)
+    cell = kpref.GRU(3, H)
+    return kpref.linearize(cell, cell.init_params(rng, g=1.0), rng.standard_normal((B, T, 3)))
+
+
+def _records(out):
+    runs = os.path.join(out, "runs")
+    return {d: open(os.path.join(runs, d, "record.json"), "rb").read() for d in sorted(os.listdir(runs))}
+
+
+# ------------------------------------------------------------------ summaries
+def test_exact_checkpoint_summaries_match_analysis():
+    lin = _lin()
+    s = sw.checkpoint_summaries(lin, replace(TINY, method="exact"), None)
+    assert s["method"] == "exact"
+    for op in sw.OPERATORS:
+        assert s["effective_rank"][op] == pytest.approx(analysis.effective_rank(getattr(lin, op)), rel=1e-10)
+    for r in sw.REDUCTIONS:
+        ref = analysis.effective_dimensions(lin, reduction=r)
+        for op in sw.OPERATORS:
+            for a in sw.AXES:
+                assert s["effective_dimensions"][r][op][a] == pytest.approx(ref[op][a], rel=1e-10)
+                assert s["operator_effective_rank"][r][op][a] == analysis.operator_effective_rank(
+                    getattr(lin, op), lin.shape, a, reduction=r)
+    assert s["misdirection"] == pytest.approx(analysis.misdirection(lin), rel=1e-10)
+
+
+def test_randomized_checkpoint_summaries_near_exact():
+    lin = _lin()
+    ex = sw.checkpoint_summaries(lin, replace(TINY, method="exact"), None)
+    rz = sw.checkpoint_summaries(lin, replace(TINY, method="randomized", n_probes=300),
+                                 np.random.default_rng(0))
+    assert rz["method"] == "randomized"
+    for op in sw.OPERATORS:
+        # Hutch++ ratio: five of its own error estimates (plus rounding: its sketch may span the whole range)
+        assert abs(rz["effective_rank"][op] - ex["effective_rank"][op]) <= (5 * rz["effective_rank_error"][op]
+                                                                            + 1e-12 * ex["effective_rank"][op])
+    # Hutchinson ratios with 300 probes: relative error O(1/√300) ≈ 6 % per factor; 30 % is > 4 s.e.
+    for r in sw.REDUCTIONS:
+        for a in sw.AXES:
+            assert rz["effective_dimensions"][r]["K"][a] == pytest.approx(ex["effective_dimensions"][r]["K"][a],
+                                                                           rel=0.3)
+        assert rz["operator_effective_rank"][r]["K"]["time"] is None
+    assert rz["misdirection"] == pytest.approx(ex["misdirection"], rel=0.3)
+
+
+def test_trivial_loss_is_the_batch_mean_predictor():
+    rng = np.random.default_rng(0)
+    target = rng.standard_normal((5, 4, 2))
+    mask = (rng.uniform(size=(5, 4)) < 0.7).astype(float)
+    value = sw.trivial_loss(target, mask)
+    m = np.repeat(mask[:, :, None], 2, axis=2)
+    expected = 0.0
+    for t in range(4):
+        for o in range(2):
+            w = m[:, t, o]
+            mean = (w * target[:, t, o]).sum() / w.sum() if w.sum() > 0 else 0.0
+            expected += np.sum(w * (target[:, t, o] - mean) ** 2)
+    assert value == pytest.approx(expected / target.size, rel=1e-13)
+    # it is the minimum over constant-per-(t, o) predictors: any shift of the mean costs
+    mean = (m * target).sum(0) / np.where(m.sum(0) > 0, m.sum(0), 1)
+    for delta in (1e-3, -1e-3):
+        shifted = np.sum(m * (target - (mean + delta)) ** 2) / target.size
+        assert shifted > value
+    assert sw.did_not_learn(0.5 * value, value) and not sw.did_not_learn(0.49 * value, value)
+
+
+def test_every_task_runs_and_seeds_do_not_depend_on_the_grid():
+    cfg = replace(TINY, tasks=sw.SWEEP_TASKS, gains=(1.0,), seeds=(3,))
+    for spec in cfg.runs():
+        record, losses, _ = sw.run_one(cfg.as_dict(), spec)
+        assert losses.shape == (cfg.steps + 1,)
+        assert record["checkpoints"][0]["loss"] == losses[0]
+        assert record["trivial_loss"] > 0
+    # the same run inside a bigger grid gives the same record
+    spec = {"task": "memory_pro", "cell": "elman", "g": 2.0, "seed": 1}
+    a, _, _ = sw.run_one(TINY.as_dict(), spec)
+    b, _, _ = sw.run_one(replace(TINY, gains=(0.1, 2.0, 3.0), seeds=(1, 5)).as_dict(), spec)
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+# ------------------------------------------------------------------ folders, restart
+def test_restart_runs_only_missing_or_incomplete_runs(tmp_path):
+    out = str(tmp_path / "s")
+    first = sw.run_sweep(TINY, out, figures=False)
+    assert len(first["executed"]) == 4 and first["skipped"] == []
+    before = _records(out)
+    ids = sorted(before)
+    for rid in ids:
+        m = json.load(open(os.path.join(out, "runs", rid, "manifest.json")))
+        assert m["spec"]["cell"] == "elman" and set(m["files"]) == {"record.json", "losses.npy"}
+    again = sw.run_sweep(TINY, out, figures=False)
+    assert again["executed"] == []
+    os.remove(os.path.join(out, "runs", ids[0], "manifest.json"))          # killed before the manifest
+    with open(os.path.join(out, "runs", ids[1], "losses.npy"), "r+b") as f:  # a damaged file
+        f.seek(-8, 2)
+        f.write(b"\0" * 8)
+    os.makedirs(os.path.join(out, "runs", "stray"))                       # not ours: left alone
+    third = sw.run_sweep(TINY, out, figures=False)
+    assert sorted(third["executed"]) == ids[:2]
+    assert _records_safe(out) == before
+    assert os.path.isdir(os.path.join(out, "runs", "stray"))
+    # a changed setting names a different config: everything reruns
+    fourth = sw.run_sweep(replace(TINY, learning_rate=2e-2), out, figures=False)
+    assert len(fourth["executed"]) == 4
+
+
+def _records_safe(out):
+    runs = os.path.join(out, "runs")
+    return {d: open(os.path.join(runs, d, "record.json"), "rb").read() for d in sorted(os.listdir(runs))
+            if os.path.exists(os.path.join(runs, d, "record.json"))}
+
+
+def test_table_and_figures(tmp_path):
+    out = str(tmp_path / "s")
+    sw.run_sweep(TINY, out)
+    for name in ("table.csv", "summary.json", "sweep.json", "effective_ranks_vs_g.png",
+                 "effective_dimensions_vs_g.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 0
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert summary["num_runs"] == 4 and len(summary["rows"]) == 2
+    row = summary["rows"][0]
+    recs = [json.loads(v) for k, v in _records(out).items() if "g0.5_" in k]
+    vals = [r["checkpoints"][-1]["effective_rank"]["K"] for r in recs]
+    assert row["erank_K_last"] == pytest.approx(np.mean(vals), rel=1e-12)
+    assert row["erank_K_last_std"] == pytest.approx(np.std(vals, ddof=1), rel=1e-12)
+    assert "effdim_mg_K_time_last" in row and "effdim_pt_K_time_last" in row
+
+
+# ------------------------------------------------------------------ executors: bitwise identical
+@pytest.mark.slow
+def test_two_local_processes_give_bitwise_the_same_records(tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    sw.run_sweep(TINY, a, jobs=1, figures=False)
+    res = sw.run_sweep(TINY, b, jobs=2, figures=False)
+    assert len(res["executed"]) == 4
+    assert _records(a) == _records(b)
+    ma = json.load(open(os.path.join(b, "runs", sorted(os.listdir(os.path.join(b, "runs")))[0], "manifest.json")))
+    assert ma["executor"] == "local:2"
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_with_a_worker_killed_mid_run(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    cfg = replace(TINY, steps=120, num_checkpoints=2, hidden_size=6)
+    ref = str(tmp_path / "ref")
+    sw.run_sweep(cfg, ref, figures=False)
+    out = str(tmp_path / "dask")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                       dashboard_address=None, worker_dashboard_address=None)
+    killed = {}
+    try:
+        client = distributed.Client(cluster)
+        result = {}
+        th = threading.Thread(target=lambda: result.update(
+            sw.run_sweep(cfg, out, scheduler=cluster.scheduler_address, figures=False)))
+        th.start()
+        deadline = time.monotonic() + 120
+        while not killed and time.monotonic() < deadline:
+            for addr, keys in client.processing().items():
+                running = [k for k in keys if str(k).startswith("kpref-run-")]
+                if running:
+                    pid = client.run(os.getpid, workers=[addr])[addr]
+                    os.kill(pid, signal.SIGKILL)                 # the worker dies mid-run
+                    killed = {"addr": addr, "keys": running}
+                    break
+            time.sleep(0.05)
+        th.join(600)
+        assert killed, "no run was seen processing"
+        assert not th.is_alive()
+        story = cluster.scheduler.story(*killed["keys"])
+        # the scheduler moved the killed run off the dead worker and ran it again
+        assert any(s[1] == "processing" and s[2] in ("released", "waiting", "no-worker") for s in story)
+        client.close()
+    finally:
+        cluster.close()
+    assert sorted(result["executed"]) == sorted(_records(ref))
+    assert _records(out) == _records(ref)
+
+
+# ------------------------------------------------------------------ protocol, CLI
+def test_train_kwargs_is_the_one_place_protocol_passes():
+    kw = sw.train_kwargs(replace(TINY, protocol=(("betas", (0.8, 0.99)),)))
+    assert kw == {"steps": 4, "optimizer": "adam", "learning_rate": TINY.learning_rate, "betas": (0.8, 0.99)}
+    with pytest.raises(ValueError, match="'no_such_keyword'"):
+        replace(TINY, protocol=(("no_such_keyword", 1),)).checked()
+    with pytest.raises(ValueError, match="'steps'"):
+        sw.train_kwargs(replace(TINY, protocol=(("steps", 3),)))
+    r1, _, _ = sw.run_one(replace(TINY, protocol=(("betas", (0.5, 0.9)),)).as_dict(), TINY.runs()[0])
+    r2, _, _ = sw.run_one(TINY.as_dict(), TINY.runs()[0])
+    assert r1["checkpoints"][-1]["loss"] != r2["checkpoints"][-1]["loss"]      # the keyword reached train
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--g", "0"], "--g"),
+    (["--g", "log:1,0.5,3"], "--g"),
+    (["--cells", "gru,rnn"], "--cells[1]"),
+    (["--tasks", "memory"], "--tasks[0]"),
+    (["--jobs", "0"], "--jobs"),
+    (["--hidden", "1.5"], "--hidden"),
+    (["--scheduler", "localhost:8786"], "--scheduler"),
+    (["--g-convention", "torch"], "--g-convention"),
+])
+def test_cli_bad_input_one_line_exit_2(argv, match, tmp_path, capsys):
+    assert cli_main(["sweep", "--quick", "--out", str(tmp_path / "o")] + argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("kpref sweep: error: ") and match in err[0]
+
+
+def test_log_spaced_gains_on_the_command_line(tmp_path, capsys):
+    out = tmp_path / "o"
+    argv = ["sweep", "--out", str(out), "--cells", "elman", "--seeds", "0", "--hidden", "2", "--batch", "2",
+            "--steps", "2", "--g", "log:0.1,10,3", "--quiet"]
+    assert cli_main(argv) == 0
+    cfg = json.load(open(out / "sweep.json"))["config"]
+    assert cfg["gains"] == pytest.approx([0.1, 1.0, 10.0])
+    assert sorted(os.listdir(out / "runs")) == sorted(f"memory_pro_elman_g{g}_s0" for g in ("0.1", "1", "10"))
+    assert "did not learn" in capsys.readouterr().out
+
+
+def test_ctrl_c_leaves_complete_runs_or_none(tmp_path, monkeypatch):
+    out = str(tmp_path / "s")
+    real = sw.run_one
+    calls = []
+
+    def interrupted(config_dict, spec):
+        calls.append(spec)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(config_dict, spec)
+
+    monkeypatch.setattr(sw, "run_one", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sw.run_sweep(TINY, out, figures=False)
+    monkeypatch.setattr(sw, "run_one", real)
+    leftovers = [f for _, _, files in os.walk(out) for f in files if ".tmp-" in f]
+    assert leftovers == []
+    assert len(_records_safe(out)) == 1                      # the first run, complete
+    again = sw.run_sweep(TINY, out, figures=False)
+    assert len(again["executed"]) == 3
