@@ -10,8 +10,16 @@ time-delay embedded trajectories and compares them, with NumPy/SciPy only.
   :func:`dmd_from_pairs`, :func:`select_rank`, :func:`gavish_donoho_omega`;
 * :func:`koopman_spectrum` — delay embedding + DMD, eigenvalues sorted by modulus;
 * :func:`spectral_distance` — ``'matched'`` (published) or exact ``'wasserstein'``;
+* replicates (one spectrum per seed or run): :func:`load_spectra` (result
+  files), :func:`replicate_spectra`, :func:`distance_matrix`,
+  :func:`within_between`, :func:`compare_systems` (→ :class:`SystemComparison`)
+  — the calibrated decision: "not conjugate" by a permutation test over
+  replicate labels (false rate ≤ α), "conjugate" by an equivalence test whose
+  margin is a quantile of the seed-to-seed distances, else "inconclusive";
 * :func:`conjugacy_test` (→ :class:`ConjugacyResult`) — distance, within-system
-  spread, permutation p-value, effect size and an equivalence-margin decision;
+  spread, permutation p-value, effect size; the calibrated decision when
+  replicates are given, else :func:`uncalibrated_margin_rule`. ``str(result)``
+  names the rule and its p-value or margin;
 * :func:`trajectories_from_checkpoints` — flattened weights of training runs
   (arrays or kpref ``.npz`` checkpoints), optionally PCA-projected;
 * :func:`published_trajectories` — the paper's first experiment (mirror descent,
@@ -27,6 +35,7 @@ spectra, distances and the conjugacy test (``kpref.koopman._koopman``).
 
 from . import _dmd
 from . import _koopman
+from . import _replicates
 from ._dmd import (
     DEFAULT_RESIDUAL_TOL,
     DMD_METHODS,
@@ -39,17 +48,47 @@ from ._dmd import (
     snapshot_pairs,
 )
 from ._koopman import (
+    CALIBRATED_RULE,
     DEFAULT_MARGIN,
+    UNCALIBRATED_RULE,
     ConjugacyResult,
+    SpectrumOptions,
     conjugacy_test,
     koopman_spectrum,
     published_trajectories,
+    replicate_spectra,
     spectral_distance,
     trajectories_from_checkpoints,
+    uncalibrated_margin_rule,
+)
+from ._replicates import (
+    DECISIONS,
+    DEFAULT_ALPHA,
+    DEFAULT_EQUIVALENCE_QUANTILE,
+    SystemComparison,
+    WithinBetween,
+    compare_systems,
+    distance_matrix,
+    load_spectra,
+    within_between,
 )
 
 __all__ = [
+    "CALIBRATED_RULE",
+    "DECISIONS",
+    "DEFAULT_ALPHA",
+    "DEFAULT_EQUIVALENCE_QUANTILE",
     "DEFAULT_MARGIN",
+    "UNCALIBRATED_RULE",
+    "SpectrumOptions",
+    "SystemComparison",
+    "WithinBetween",
+    "compare_systems",
+    "distance_matrix",
+    "load_spectra",
+    "replicate_spectra",
+    "uncalibrated_margin_rule",
+    "within_between",
     "DEFAULT_RESIDUAL_TOL",
     "DMD_METHODS",
     "ConjugacyResult",
@@ -67,6 +106,7 @@ __all__ = [
     "trajectories_from_checkpoints",
 ]
 
-if __doc__ is not None and _dmd.__doc__ is not None and _koopman.__doc__ is not None:  # not under python -OO
+if None not in (__doc__, _dmd.__doc__, _koopman.__doc__, _replicates.__doc__):  # not under python -OO
     __doc__ += "\nDynamic mode decomposition\n==========================\n\n" + _dmd.__doc__
     __doc__ += "\nSpectra, distances, conjugacy\n=============================\n\n" + _koopman.__doc__
+    __doc__ += "\nReplicates\n==========\n\n" + _replicates.__doc__
