@@ -20,6 +20,8 @@ time-delay embedded trajectories and compares them, with NumPy/SciPy only.
   spread, permutation p-value, effect size; the calibrated decision when
   replicates are given, else :func:`uncalibrated_margin_rule`. ``str(result)``
   names the rule and its p-value or margin;
+* calibration by simulation: :func:`linear_replicate_spectra`,
+  :func:`shifted_spectrum`, :func:`calibration_rates` (→ :class:`CalibrationRates`);
 * :func:`trajectories_from_checkpoints` — flattened weights of training runs
   (arrays or kpref ``.npz`` checkpoints), optionally PCA-projected;
 * :func:`published_trajectories` — the paper's first experiment (mirror descent,
@@ -36,6 +38,7 @@ spectra, distances and the conjugacy test (``kpref.koopman._koopman``).
 from . import _dmd
 from . import _koopman
 from . import _replicates
+from . import _calibration
 from ._dmd import (
     DEFAULT_RESIDUAL_TOL,
     DMD_METHODS,
@@ -61,6 +64,7 @@ from ._koopman import (
     trajectories_from_checkpoints,
     uncalibrated_margin_rule,
 )
+from ._calibration import CalibrationRates, calibration_rates, linear_replicate_spectra, shifted_spectrum
 from ._replicates import (
     DECISIONS,
     DEFAULT_ALPHA,
@@ -80,13 +84,17 @@ __all__ = [
     "DEFAULT_EQUIVALENCE_QUANTILE",
     "DEFAULT_MARGIN",
     "UNCALIBRATED_RULE",
+    "CalibrationRates",
     "SpectrumOptions",
     "SystemComparison",
     "WithinBetween",
+    "calibration_rates",
     "compare_systems",
     "distance_matrix",
+    "linear_replicate_spectra",
     "load_spectra",
     "replicate_spectra",
+    "shifted_spectrum",
     "uncalibrated_margin_rule",
     "within_between",
     "DEFAULT_RESIDUAL_TOL",
@@ -110,3 +118,5 @@ if None not in (__doc__, _dmd.__doc__, _koopman.__doc__, _replicates.__doc__):  
     __doc__ += "\nDynamic mode decomposition\n==========================\n\n" + _dmd.__doc__
     __doc__ += "\nSpectra, distances, conjugacy\n=============================\n\n" + _koopman.__doc__
     __doc__ += "\nReplicates\n==========\n\n" + _replicates.__doc__
+    if _calibration.__doc__ is not None:
+        __doc__ += "\nCalibration by simulation\n=========================\n\n" + _calibration.__doc__

@@ -140,7 +140,7 @@ class CalibrationRates(NamedTuple):
     n_trials: int
     delta: float
     noise: float
-    n_replicates: int
+    n_replicates: tuple
 
 
 def calibration_rates(
@@ -164,7 +164,8 @@ def calibration_rates(
     ``shifted_spectrum(eigenvalues, delta)`` (``delta = 0``: the same system,
     so "not conjugate" is a false positive; ``delta > 0``: "conjugate" is a false
     negative of non-conjugacy), all from one generator.
-    ``simulation`` goes to :func:`linear_replicate_spectra`.
+    ``n_replicates`` is an int (both systems) or a pair ``(n_a, n_b)``
+    (unequal counts). ``simulation`` goes to :func:`linear_replicate_spectra`.
 
     Returns
     -------
@@ -173,11 +174,17 @@ def calibration_rates(
     ev = _check_spectrum(eigenvalues)
     moved = shifted_spectrum(ev, delta)
     n_trials = check_positive_int("n_trials", n_trials)
+    if isinstance(n_replicates, tuple):
+        if len(n_replicates) != 2:
+            raise ValueError(f"n_replicates: expected an int or a pair (n_a, n_b), got {n_replicates!r}")
+        n_a, n_b = (check_positive_int("n_replicates", n, minimum=2) for n in n_replicates)
+    else:
+        n_a = n_b = check_positive_int("n_replicates", n_replicates, minimum=2)
     gen = as_generator(rng)
     counts = {"not conjugate": 0, "conjugate": 0, "inconclusive": 0}
     for _ in range(n_trials):
-        a = linear_replicate_spectra(ev, n_replicates, noise, rng=gen, **simulation)
-        b = linear_replicate_spectra(moved, n_replicates, noise, rng=gen, **simulation)
+        a = linear_replicate_spectra(ev, n_a, noise, rng=gen, **simulation)
+        b = linear_replicate_spectra(moved, n_b, noise, rng=gen, **simulation)
         result = compare_systems(a, b, alpha=alpha, quantile=quantile, n_permutations=n_permutations,
                                  n_bootstrap=n_bootstrap, rng=gen)
         counts[result.decision] += 1
@@ -188,5 +195,5 @@ def calibration_rates(
         n_trials=n_trials,
         delta=float(delta),
         noise=float(noise),
-        n_replicates=int(n_replicates),
+        n_replicates=(n_a, n_b),
     )
