@@ -832,7 +832,14 @@ def _grid(low, high, n):
 
 
 def published_trajectories(
-    T=100, eta=0.01, grid_size=5, *, gradient_coordinates="u", gradient_grid="published", bisection_root="zeros"
+    T=100,
+    eta=0.01,
+    grid_size=5,
+    *,
+    gradient_coordinates="u",
+    gradient_grid="published",
+    bisection_root="zeros",
+    rng=None,
 ):
     r"""The three optimizers of Redman et al. (NeurIPS 2024), first experiment.
 
@@ -894,6 +901,13 @@ def published_trajectories(
 
     Grids are ``numpy.meshgrid`` order (first coordinate fastest); DMD does
     not depend on the order of the trajectories.
+
+    **Replicates** (``rng`` given): the ``grid_size²`` initial conditions of
+    each optimizer are drawn uniformly from the box its grid spans (``x_0``,
+    ``u_0``, ``a_0``, ``b_0`` in that order, each ``(grid_size², 2)``;
+    ``gradient_grid='log'`` takes ``u_0 = log x_0``) instead of the grid:
+    one seed is one replicate of the experiment, for
+    :func:`kpref.koopman.compare_systems`.
     """
     T = check_positive_int("T", T, minimum=2)
     eta = check_positive_float("eta", eta)
@@ -902,11 +916,19 @@ def published_trajectories(
     gradient_grid = check_choice("gradient_grid", gradient_grid, ("published", "log"))
     bisection_root = check_choice("bisection_root", bisection_root, ("zeros", "hold"))
     low, high = 1.0 / T, 1.0
-    x0 = _grid(0.1, 0.9, grid_size)
-    u0 = np.log(x0) if gradient_grid == "log" else _grid(-2.3, -0.1, grid_size)
-    a0 = _grid(-4.0 / 3.0, -1.0 / 3.0, grid_size)
-    b0 = _grid(1.0 / 7.0, 8.0 / 7.0, grid_size)
     n = grid_size * grid_size
+    if rng is None:
+        starts = _grid
+    else:
+        gen = as_generator(rng)
+
+        def starts(lo, hi, _size):
+            return gen.uniform(lo, hi, (n, 2))
+
+    x0 = starts(0.1, 0.9, grid_size)
+    u0 = np.log(x0) if gradient_grid == "log" else starts(-2.3, -0.1, grid_size)
+    a0 = starts(-4.0 / 3.0, -1.0 / 3.0, grid_size)
+    b0 = starts(1.0 / 7.0, 8.0 / 7.0, grid_size)
 
     mirror = np.empty((n, T, 2))
     mirror[:, 0] = x0
