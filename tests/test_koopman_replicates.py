@@ -283,3 +283,23 @@ def test_bad_replicate_arguments_of_conjugacy_test_are_refused():
         kk.replicate_spectra(X, 0, replicates=np.zeros(4))
     with pytest.raises(ValueError, match="alpha, quantile: only used by the calibrated decision"):
         kk.conjugacy_test(X, X, 0, alpha=0.01)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def test_figures_are_written_as_complete_png_files(tmp_path):
+    rng = np.random.default_rng(15)
+    a, b = noisy_spectra(rng, 4), noisy_spectra(rng, 3, SPECTRUM * 0.9)
+    spectra_png = kk.plot_replicate_spectra({"A": a, "B": b}, tmp_path / "spectra.png", zoom=(0.4, 1.0, -0.3, 0.3))
+    r = kk.compare_systems(a, b, n_permutations=9, n_bootstrap=9, rng=0)
+    distances_png = kk.plot_within_between({"A vs B": r, "raw": kk.within_between(a, b)}, tmp_path / "d.png")
+    for path in (spectra_png, distances_png):
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.png", "spectra.png"]  # no temporary file left
+    with pytest.raises(TypeError, match="systems: expected a non-empty dict"):
+        kk.plot_replicate_spectra([a], tmp_path / "x.png")
+    with pytest.raises(TypeError, match=r"pairs\['x'\]: expected a WithinBetween or SystemComparison"):
+        kk.plot_within_between({"x": a}, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()

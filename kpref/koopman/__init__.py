@@ -20,6 +20,9 @@ time-delay embedded trajectories and compares them, with NumPy/SciPy only.
   spread, permutation p-value, effect size; the calibrated decision when
   replicates are given, else :func:`uncalibrated_margin_rule`. ``str(result)``
   names the rule and its p-value or margin;
+* figures (matplotlib, imported when drawing): :func:`plot_replicate_spectra`
+  (eigenvalues and the unit circle per system and replicate),
+  :func:`plot_within_between` (within- vs between-system distances);
 * calibration by simulation: :func:`linear_replicate_spectra`,
   :func:`shifted_spectrum`, :func:`calibration_rates` (→ :class:`CalibrationRates`);
 * :func:`trajectories_from_checkpoints` — flattened weights of training runs
@@ -64,6 +67,7 @@ from ._koopman import (
     trajectories_from_checkpoints,
     uncalibrated_margin_rule,
 )
+from ._figures import plot_replicate_spectra, plot_within_between
 from ._calibration import CalibrationRates, calibration_rates, linear_replicate_spectra, shifted_spectrum
 from ._replicates import (
     DECISIONS,
@@ -107,6 +111,8 @@ __all__ = [
     "dmd_from_pairs",
     "gavish_donoho_omega",
     "koopman_spectrum",
+    "plot_replicate_spectra",
+    "plot_within_between",
     "published_trajectories",
     "select_rank",
     "snapshot_pairs",

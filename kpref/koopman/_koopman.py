@@ -579,6 +579,7 @@ def conjugacy_test(
     replicates_b=None,
     alpha=None,
     quantile=None,
+    names=("trajs_a", "trajs_b"),
 ):
     """Are two systems' trajectories topologically conjugate (same Koopman spectrum)?
 
@@ -612,6 +613,8 @@ def conjugacy_test(
         them the decision is :func:`uncalibrated_margin_rule`.
     alpha, quantile : float, optional
         Of the calibrated decision (defaults of :func:`kpref.koopman.compare_systems`).
+    names : (str, str)
+        The systems' names in the calibrated decision's summary.
 
     Returns
     -------
@@ -699,7 +702,7 @@ def conjugacy_test(
             [opts.spectrum_of_embedded([A[i] for i in g]) for g in groups_a],
             [opts.spectrum_of_embedded([B[i] for i in g]) for g in groups_b],
             method=distance_method, p=p, n_permutations=n_resamples, n_bootstrap=n_resamples, rng=gen,
-            names=("trajs_a", "trajs_b"), **options,
+            names=names, **options,
         )
         rule, decision, conjugate = CALIBRATED_RULE, comparison.decision, comparison.conjugate
     return ConjugacyResult(
