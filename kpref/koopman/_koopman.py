@@ -628,59 +628,27 @@ def conjugacy_test(
     numbers this yields on the published experiment.
     """
     opts = SpectrumOptions.checked(n_delays, stride, rank, method, center, residual_tol, drop_spurious)
-    A = as_trajectories("trajs_a", trajs_a, min_length=opts.min_length)
-    B = as_trajectories("trajs_b", trajs_b, min_length=opts.min_length)
-    if A[0].shape[1] != B[0].shape[1]:
-        raise ValueError(
-            f"trajs_b: expected trajectories of dimension D={A[0].shape[1]} (that of trajs_a), "
-            f"got D={B[0].shape[1]}"
-        )
-    for name, trajs in (("trajs_a", A), ("trajs_b", B)):
-        if len(trajs) < 2:
-            raise ValueError(f"{name}: expected at least 2 trajectories (the spread splits them in halves), got {len(trajs)}")
+    A, B = _check_pair(trajs_a, trajs_b, opts)
     n_resamples = check_positive_int("n_resamples", n_resamples)
     margin = DEFAULT_MARGIN if margin is None else check_positive_float("margin", margin)
     null = check_choice("null", null, NULL_METHODS)
     distance_method = check_choice("distance", distance, DISTANCE_METHODS)
     p = _check_p(p)
-    if (replicates_a is None) != (replicates_b is None):
-        raise ValueError("replicates_a, replicates_b: expected both or neither, got only one")
-    if replicates_a is None and (alpha is not None or quantile is not None):
-        raise ValueError("alpha, quantile: only used by the calibrated decision; pass replicates_a and replicates_b")
-    groups_a = groups_b = None
-    if replicates_a is not None:
-        groups_a = _replicate_groups("replicates_a", replicates_a, len(A))
-        groups_b = _replicate_groups("replicates_b", replicates_b, len(B))
+    groups = _check_replicates(replicates_a, replicates_b, len(A), len(B), alpha, quantile)
     gen = as_generator(rng)
 
-    # embed every trajectory once; the observed spectra take the direct route (the same numbers as
-    # koopman_spectrum), the resamples the per-trajectory factorization when it applies
-    A = opts.embed(A)
-    B = opts.embed(B)
-    pooled = A + B
-    na = len(A)
-    if opts.factorizable:
-        factored = _SubsetEigenvalues(pooled)
-
-        def spectrum_of(indices):
-            return factored(indices, opts.rank)
-
-    else:
-
-        def spectrum_of(indices):
-            return opts.spectrum_of_embedded([pooled[j] for j in indices])
-
-    ea = opts.spectrum_of_embedded(A)
+    A, B = opts.embed(A), opts.embed(B)  # once; the resamples reuse the embedded trajectories
+    spectrum_of = _subset_spectra(A + B, opts)
+    ea = opts.spectrum_of_embedded(A)  # the direct route: the same numbers as koopman_spectrum
     eb = opts.spectrum_of_embedded(B)
     observed = _distance(ea, eb, distance_method, p, "trajs_a vs trajs_b")
-
+    na, nb = len(A), len(B)
     split_a = _split_distances(spectrum_of, 0, na, n_resamples, distance_method, p, gen, "trajs_a")
-    split_b = _split_distances(spectrum_of, na, len(B), n_resamples, distance_method, p, gen, "trajs_b")
-    spread_a = float(np.median(split_a))
-    spread_b = float(np.median(split_b))
+    split_b = _split_distances(spectrum_of, na, nb, n_resamples, distance_method, p, gen, "trajs_b")
+    spread_a, spread_b = float(np.median(split_a)), float(np.median(split_b))
     spread = float(np.sqrt(0.5 * (spread_a**2 + spread_b**2)))
     if null == "permutation":
-        null_d = _permutation_null(spectrum_of, na, len(pooled), n_resamples, distance_method, p, gen)
+        null_d = _permutation_null(spectrum_of, na, na + nb, n_resamples, distance_method, p, gen)
     else:
         null_d = _legacy_swap_null(ea, eb, n_resamples, distance_method, p, gen)
     p_value = float((1 + np.count_nonzero(null_d >= observed * (1.0 - _TIE_RTOL))) / (n_resamples + 1))
@@ -688,22 +656,12 @@ def conjugacy_test(
     floor = np.sqrt(np.finfo(np.float64).eps) * max(1.0, radius)
 
     comparison = None
-    if groups_a is None:
-        rule = UNCALIBRATED_RULE
-        conjugate = uncalibrated_margin_rule(observed, spread, radius, margin)
+    if groups is None:
+        rule, conjugate = UNCALIBRATED_RULE, uncalibrated_margin_rule(observed, spread, radius, margin)
         decision = "conjugate" if conjugate else "not conjugate"
     else:
-        from ._replicates import compare_systems
-
-        options = {} if alpha is None else {"alpha": alpha}
-        if quantile is not None:
-            options["quantile"] = quantile
-        comparison = compare_systems(
-            [opts.spectrum_of_embedded([A[i] for i in g]) for g in groups_a],
-            [opts.spectrum_of_embedded([B[i] for i in g]) for g in groups_b],
-            method=distance_method, p=p, n_permutations=n_resamples, n_bootstrap=n_resamples, rng=gen,
-            names=names, **options,
-        )
+        comparison = _calibrated_decision(A, B, groups, opts, distance_method, p, n_resamples, gen, names,
+                                          alpha, quantile)
         rule, decision, conjugate = CALIBRATED_RULE, comparison.decision, comparison.conjugate
     return ConjugacyResult(
         distance=float(observed),
@@ -726,6 +684,51 @@ def conjugacy_test(
         comparison=comparison,
     )
 
+
+def _check_pair(trajs_a, trajs_b, opts):
+    """Both systems' trajectories, checked: one dimension D, at least 2 each, long enough for the embedding."""
+    A = as_trajectories("trajs_a", trajs_a, min_length=opts.min_length)
+    B = as_trajectories("trajs_b", trajs_b, min_length=opts.min_length)
+    if A[0].shape[1] != B[0].shape[1]:
+        raise ValueError(
+            f"trajs_b: expected trajectories of dimension D={A[0].shape[1]} (that of trajs_a), "
+            f"got D={B[0].shape[1]}"
+        )
+    for name, trajs in (("trajs_a", A), ("trajs_b", B)):
+        if len(trajs) < 2:
+            raise ValueError(f"{name}: expected at least 2 trajectories (the spread splits them in halves), got {len(trajs)}")
+    return A, B
+
+
+def _check_replicates(replicates_a, replicates_b, n_a, n_b, alpha, quantile):
+    """The replicate groups of both systems, or None (then alpha and quantile must be None too)."""
+    if (replicates_a is None) != (replicates_b is None):
+        raise ValueError("replicates_a, replicates_b: expected both or neither, got only one")
+    if replicates_a is None:
+        if alpha is not None or quantile is not None:
+            raise ValueError("alpha, quantile: only used by the calibrated decision; pass replicates_a and replicates_b")
+        return None
+    return (_replicate_groups("replicates_a", replicates_a, n_a), _replicate_groups("replicates_b", replicates_b, n_b))
+
+
+def _subset_spectra(pooled, opts):
+    """``indices ↦`` spectrum of those embedded trajectories: per-trajectory QR factors when they apply."""
+    if opts.factorizable:
+        factored = _SubsetEigenvalues(pooled)
+        return lambda indices: factored(indices, opts.rank)
+    return lambda indices: opts.spectrum_of_embedded([pooled[j] for j in indices])
+
+
+def _calibrated_decision(A, B, groups, opts, distance, p, n_resamples, gen, names, alpha, quantile):
+    """:func:`kpref.koopman.compare_systems` on one spectrum per replicate group of embedded trajectories."""
+    from ._replicates import compare_systems  # _replicates imports this module
+
+    options = {k: v for k, v in (("alpha", alpha), ("quantile", quantile)) if v is not None}
+    return compare_systems(
+        [opts.spectrum_of_embedded([A[i] for i in g]) for g in groups[0]],
+        [opts.spectrum_of_embedded([B[i] for i in g]) for g in groups[1]],
+        method=distance, p=p, n_permutations=n_resamples, n_bootstrap=n_resamples, rng=gen, names=names, **options,
+    )
 
 
 # --------------------------------------------------------------------------- checkpoints
