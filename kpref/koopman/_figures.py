@@ -88,7 +88,7 @@ def plot_replicate_spectra(systems, path, *, zoom=None, title=None):
             ax.set_ylim(zoom[2], zoom[3])
     axes[0][0].set_ylabel("Im λ")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=10, y=1.04)
     try:
         _save(fig, path)
     finally:
@@ -133,7 +133,7 @@ def plot_within_between(pairs, path, *, title=None):
         ax.set_xlabel("spectral distance")
         ax.legend(fontsize=7)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=10, y=1.1)  # above the two-line panel titles
     try:
         _save(fig, path)
     finally:
