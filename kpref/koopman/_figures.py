@@ -27,6 +27,12 @@ def _pyplot():
     return plt
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _save(fig, path):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -35,6 +41,7 @@ def _save(fig, path):
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the mode open() would
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

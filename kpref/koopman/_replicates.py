@@ -45,8 +45,9 @@ replicate with itself are left out (their distance 0 is not a seed-to-seed
 distance). Two-sided, level ``1 − α``.
 
 **"Conjugate": equivalence test with a margin from the replicates.** The
-margin is the ``q``-quantile (default ``q = 0.9``) of the within-system
-distances ``W_A ∪ W_B``: what one seed-to-seed comparison of *one* system
+margin is the ``q``-quantile (default ``q = 0.9``; inverted-CDF definition, so
+that the bootstrap's weighted quantile is the same function) of the
+within-system distances ``W_A ∪ W_B``: what one seed-to-seed comparison of *one* system
 reaches in 90 % of cases. The systems are declared equivalent when the mean
 between-system distance is below it, with confidence ``1 − α``:
 
@@ -70,6 +71,13 @@ refutes equal spectra even if it is within the margin, and ``equivalent`` then
 records that it is small); else equivalence passes → "conjugate" (rule
 ``'equivalence'``); else "inconclusive" (neither test decides: more
 replicates are needed).
+
+**Measured error rates** (simulation, 200 trials per cell, README table):
+false "not conjugate" 0.020–0.085 over noise levels and replicate counts
+5 vs 5 … 20 vs 20 (nominal α = 0.05; binomial standard error ≈ 0.015);
+false "conjugate" ≤ 0.005 for a spectral shift δ ≥ 1.4 × the mean
+seed-to-seed distance with ≥ 10 replicates per system, but up to 0.93 for a
+shift well below it (the resolution of the data).
 """
 
 from __future__ import annotations
