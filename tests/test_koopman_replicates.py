@@ -154,6 +154,8 @@ def test_bootstrap_leaves_out_pairs_of_a_replicate_with_itself():
     assert 0.65 < missing.mean() < 0.85
     # a draw with a pair in each system holds each original replicate once: it is the sample itself
     np.testing.assert_allclose(r.bootstrap[0, ~missing], r.gap, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(r.bootstrap[1, ~missing], r.mean_between - r.margin, rtol=1e-12, atol=0)
+    assert np.isnan(r.bootstrap[1, missing]).all()
 
 
 def test_bad_comparison_arguments_are_refused():
