@@ -158,6 +158,14 @@ def test_bootstrap_leaves_out_pairs_of_a_replicate_with_itself():
     assert np.isnan(r.bootstrap[1, missing]).all()
 
 
+def test_replicates_without_variability_cannot_be_called_conjugate():
+    """Identical replicate spectra: margin 0, so equivalence cannot pass; nothing to reject either: inconclusive."""
+    same = np.tile(SPECTRUM, (4, 1))
+    r = kk.compare_systems(same, same.copy(), n_permutations=19, n_bootstrap=19, rng=0)
+    assert (r.decision, r.rule, r.margin, r.p_value) == ("inconclusive", "none", 0.0, 1.0)
+    assert "no rule decides" in str(r)
+
+
 def test_bad_comparison_arguments_are_refused():
     rng = np.random.default_rng(6)
     a = noisy_spectra(rng, 3)

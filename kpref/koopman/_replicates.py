@@ -72,6 +72,12 @@ records that it is small); else equivalence passes → "conjugate" (rule
 ``'equivalence'``); else "inconclusive" (neither test decides: more
 replicates are needed).
 
+*Replicates without variability* (deterministic runs: every seed-to-seed
+distance 0) give a margin of 0, which no between-system distance can be
+below: such data cannot support "conjugate", and identical systems come out
+"inconclusive" (the permutation test has nothing to reject either). The
+margin is printed with every decision, so this is visible.
+
 **Measured error rates** (simulation, 200 trials per cell, README table):
 false "not conjugate" 0.020–0.085 over noise levels and replicate counts
 5 vs 5 … 20 vs 20 (nominal α = 0.05; binomial standard error ≈ 0.015);
