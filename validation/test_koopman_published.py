@@ -171,17 +171,22 @@ def test_within_system_control_is_called_conjugate_at_the_calibrated_margin(publ
     assert r.mean_between < r.margin and r.equivalence_bound < 0
 
 
-def test_optimizers_with_replicates_resolve_mirror_from_gradient_descent():
-    """Replicates of the first experiment: 12 seeds of 25 random initial conditions per optimizer.
-
-    Finding (README): the calibrated decision calls mirror vs gradient descent NOT conjugate (the paper: conjugate).
-    Their maps agree only to first order in η (x·e^{−ηxf'} vs x/(1 + ηxf')), and 12 replicates resolve the
-    difference; bisection is far from both."""
+def _optimizer_replicates(n_seeds, **options):
     spectra = {k: [] for k in ("mirror", "gradient", "bisection")}
-    for seed in range(12):
-        tr = kk.published_trajectories(rng=seed)
+    for seed in range(n_seeds):
+        tr = kk.published_trajectories(rng=seed, **options)
         for k in spectra:
             spectra[k].append(kk.koopman_spectrum(tr[k], 4))
+    return spectra
+
+
+def test_optimizers_with_replicates_resolve_mirror_from_gradient_descent_in_the_published_coordinates():
+    """Replicates of the first experiment: 12 seeds of 25 random initial conditions per optimizer.
+
+    Finding (README): in the published set-up (gradient descent observed in u = log x, mirror descent in x) the
+    calibrated decision calls them NOT conjugate (the paper: conjugate); bisection is far from both. The next test
+    shows where the difference comes from."""
+    spectra = _optimizer_replicates(12)
     results = {
         (a, b): kk.compare_systems(spectra[a], spectra[b], rng=0, names=(a, b))
         for a, b in (("mirror", "gradient"), ("gradient", "bisection"), ("mirror", "bisection"))
@@ -189,3 +194,14 @@ def test_optimizers_with_replicates_resolve_mirror_from_gradient_descent():
     for pair, r in results.items():
         assert r.decision == "not conjugate" and r.p_value <= 0.01, str(r)
     assert results["mirror", "gradient"].mean_between < 0.05 < results["gradient", "bisection"].mean_between
+
+
+def test_mirror_and_gradient_descent_observed_in_the_same_coordinates_are_called_conjugate():
+    """The same two optimizers with gradient descent mapped back to x = e^u and started at u_0 = log x_0 (the
+    conjugacy h = log maps one set of runs onto the other's starts): CONJUGATE at the calibrated margin
+    (measured p = 0.85, margin 0.0175). So the 'not conjugate' above is the DMD estimate's dependence on the
+    coordinates (linear observables of x vs of log x), which no test on estimated spectra can tell from a
+    difference in the dynamics."""
+    spectra = _optimizer_replicates(12, gradient_coordinates="x", gradient_grid="log")
+    r = kk.compare_systems(spectra["mirror"], spectra["gradient"], rng=0, names=("mirror", "gradient in x"))
+    assert r.decision == "conjugate" and r.rule == "equivalence", str(r)
