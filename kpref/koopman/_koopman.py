@@ -95,6 +95,10 @@ conjugation (any real operator's) is at distance 0 from its conjugate.
    The permutation p-values are 0.005 (the smallest possible with 199
    resamples) for all three pairs: the mirror and gradient trajectories are
    *not* exchangeable, because they are conjugate, not identical.
+   On the published FCN and grokking result files, this rule (with the
+   seed-to-seed distance as spread) calls every pair conjugate, where the
+   paper and the calibrated decision say not conjugate (README table): near
+   ``|λ| = 1`` a margin of ``0.05 ρ`` is wide.
 
 *Legacy swap test* (``null='legacy-swap'``, the published
 ``computing_significance`` script): keep the optimal matching of the two

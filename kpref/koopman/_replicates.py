@@ -72,6 +72,15 @@ records that it is small); else equivalence passes → "conjugate" (rule
 ``'equivalence'``); else "inconclusive" (neither test decides: more
 replicates are needed).
 
+*What the test can and cannot see.* It compares the distributions of
+*estimated* spectra. Conjugate systems observed in different coordinates (e.g.
+gradient descent in ``u = log x`` vs mirror descent in ``x``) can have DMD
+estimates that differ systematically; the test resolves that difference and
+says "not conjugate" although the dynamics are conjugate (measured on the
+published optimizer experiment: "not conjugate" in those coordinates,
+"conjugate" with both in ``x``). Compare systems in common coordinates where
+possible.
+
 *Replicates without variability* (deterministic runs: every seed-to-seed
 distance 0) give a margin of 0, which no between-system distance can be
 below: such data cannot support "conjugate", and identical systems come out
