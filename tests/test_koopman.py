@@ -219,15 +219,43 @@ def test_select_rank_integer_and_energy_fraction():
     assert kk.select_rank(s, (4, 10), None) == 4
 
 
-def test_centering_is_the_dmd_of_mean_subtracted_pairs():
+def test_centering_subtracts_the_mean_from_x_and_y_for_every_method():
+    """center=True is the DMD of (X − μ1ᵀ, Y − μ1ᵀ): eigenvalues (all four methods), residuals and flags.
+
+    Centering Y matters for everything but the projected/exact eigenvalues. Why those cannot see it: with
+    ``X_c = X − μ1ᵀ`` and μ the mean column of X, ``X_c 1 = 0``, so ``1`` is orthogonal to the row space of
+    ``X_c`` and ``1ᵀ V_r = 0`` for its right singular vectors. Hence
+    ``U_rᵀ (Y − μ1ᵀ) V_r Σ_r⁻¹ = U_rᵀ Y V_r Σ_r⁻¹ − U_rᵀ μ (1ᵀ V_r) Σ_r⁻¹ = Ã``: the same operator whether or not Y
+    is centered. The residuals ``ψ_i(Y) − λ_i ψ_i(X_c)`` move by ``z_iᴴ U_rᵀ μ`` per column, TLS projects on the
+    row space of the stacked ``[X_c; Y]``, and FB fits ``Ã_b = X̃ Ỹ⁺`` with ``Ỹ = U_rᵀ Y``: all three see it.
+    So the test compares residuals, flags and the TLS/FB eigenvalues, and checks that a DMD that forgets to
+    center Y differs from the reference in each of them.
+    """
     rng = np.random.default_rng(6)
-    X = linear_trajectories(0.9 * rotation(0.3), 3, 10, rng) + np.array([2.0, -1.0])
-    res = kk.dmd(X, center=True)
+    A = real_operator(np.array([0.9, 0.7 * np.exp(0.4j), 0.7 * np.exp(-0.4j)]), rng)
+    X = linear_trajectories(A, 4, 12, rng) + np.array([2.0, -1.0, 0.5])
+    X = X + 0.01 * rng.standard_normal(X.shape)  # residuals ≈ 0.2 (the affine model is centered at μ, not the fixed point)
     Xs, Ys = kk.snapshot_pairs(X)
     mu = Xs.mean(axis=1)
-    np.testing.assert_array_equal(res.mean, mu)
-    ref = kk.dmd_from_pairs(Xs - mu[:, None], Ys - mu[:, None])
-    np.testing.assert_allclose(res.eigenvalues, ref.eigenvalues, rtol=0, atol=1e-14)
+    Xc, Yc = Xs - mu[:, None], Ys - mu[:, None]
+    tol = 0.18  # between the residuals of the complex pair and of the real eigenvalue: some flagged, not all
+    for method in kk.DMD_METHODS:
+        res = kk.dmd(X, method=method, center=True, residual_tol=tol)
+        ref = kk.dmd_from_pairs(Xc, Yc, method=method, residual_tol=tol)
+        forgot_y = kk.dmd_from_pairs(Xc, Ys, method=method, residual_tol=tol)  # the mutant: Y left uncentered
+        np.testing.assert_array_equal(res.mean, mu)
+        # one route (SVD of the same matrices) in both: agreement to rounding, 1e-12 on O(1) data
+        np.testing.assert_allclose(res.eigenvalues, ref.eigenvalues, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(res.residuals, ref.residuals, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(res.spurious, ref.spurious)
+        assert np.abs(forgot_y.residuals - ref.residuals).max() > 1e-3, method
+        if method in ("tls", "fb"):
+            assert kk.spectral_distance(forgot_y.eigenvalues, ref.eigenvalues) > 1e-3, method
+        else:  # the argument in the docstring: the projected operator cannot see Y's centering
+            assert kk.spectral_distance(forgot_y.eigenvalues, ref.eigenvalues) <= 1e-12, method
+    flags = kk.dmd(X, center=True, residual_tol=tol).spurious
+    assert flags.any() and not flags.all()  # the flags are informative here, so comparing them can fail
+    assert not np.array_equal(flags, kk.dmd_from_pairs(Xc, Ys, residual_tol=tol).spurious)
 
 
 # --------------------------------------------------------------------------- spectral distance
@@ -385,20 +413,14 @@ def test_conjugacy_test_with_unequal_counts_needs_wasserstein():
 # --------------------------------------------------------------------------- checkpoints
 
 
-def test_trajectories_from_checkpoints_accepts_arrays_lists_and_npz_paths(tmp_path):
+def test_trajectories_from_checkpoints_accepts_arrays_and_lists():
     rng = np.random.default_rng(9)
     W = rng.standard_normal((2, 4, 5))
     np.testing.assert_array_equal(kk.trajectories_from_checkpoints(W), W)
     np.testing.assert_array_equal(kk.trajectories_from_checkpoints([W[0], W[1]]), W)
-    paths = []
-    for r in range(2):
-        run = []
-        for c in range(4):
-            path = tmp_path / f"run{r}_{c}.npz"
-            np.savez(path, theta=W[r, c], other=np.zeros(2))
-            run.append(str(path))
-        paths.append(run)
-    np.testing.assert_array_equal(kk.trajectories_from_checkpoints(paths), W)
+    out = kk.trajectories_from_checkpoints(W)
+    out[0, 0, 0] = 99.0
+    assert W[0, 0, 0] != 99.0  # owns its data
 
 
 def test_pca_projection_keeps_linear_training_dynamics_linear():
@@ -411,23 +433,53 @@ def test_pca_projection_keeps_linear_training_dynamics_linear():
     scores = kk.trajectories_from_checkpoints(weights, n_components=k)
     assert scores.shape == (5, 25, k)
     assert kk.spectral_distance(kk.koopman_spectrum(scores, 0), np.linalg.eigvals(M)) <= 1e-10
-    again = kk.trajectories_from_checkpoints(-weights[:, :, ::-1][:, :, ::-1] * -1.0, n_components=k)
-    np.testing.assert_array_equal(again, scores)  # deterministic signs
+    # deterministic signs: the PCA axes, recovered from the scores (weights span a k-dim subspace through the
+    # origin, so axesᵀ = W⁺ scores), are orthonormal with their largest-magnitude entry positive ...
+    axes = np.linalg.lstsq(weights.reshape(-1, p), scores.reshape(-1, k), rcond=None)[0].T
+    np.testing.assert_allclose(axes @ axes.T, np.eye(k), atol=1e-10)
+    lead = axes[np.arange(k), np.argmax(np.abs(axes), axis=1)]
+    assert np.all(lead > 0), lead
+    # ... so negating the weights (SVD signs are arbitrary) gives the same axes, hence negated scores, and
+    # permuting the parameters permutes the axes' entries, hence the same scores
+    np.testing.assert_allclose(kk.trajectories_from_checkpoints(-weights, n_components=k), -scores, atol=1e-12)
+    perm = rng.permutation(p)
+    np.testing.assert_allclose(kk.trajectories_from_checkpoints(weights[:, :, perm], n_components=k), scores, atol=1e-12)
 
 
-def test_trajectories_from_kpref_training_checkpoints(tmp_path):
+def _train_runs(tmp_path, cell, x, target, seeds, learning_rate):
+    runs, results = [], []
+    for seed in seeds:
+        d = tmp_path / f"run{seed}"
+        results.append(kpref.train(cell, x, target, rng=seed, steps=6, optimizer="gd", learning_rate=learning_rate,
+                                   checkpoint_every=1, checkpoint_dir=d, progress=False))
+        runs.append(sorted(str(f) for f in d.glob("checkpoint_*.npz")))
+    return runs, results
+
+
+def test_trajectories_from_kpref_training_checkpoints_hold_the_gradient_descent_iterates(tmp_path):
     cell = kpref.Linear(2, 3)
     x = np.random.default_rng(0).standard_normal((4, 6, 2))
     target = np.random.default_rng(1).standard_normal((4, 6, 1))
-    runs = []
-    for seed in range(2):
-        d = tmp_path / f"run{seed}"
-        kpref.train(cell, x, target, rng=seed, steps=6, optimizer="gd", learning_rate=0.05, checkpoint_every=1,
-                    checkpoint_dir=d, progress=False)
-        runs.append(sorted(str(f) for f in d.glob("checkpoint_*.npz")))
+    eta = 0.05
+    runs, results = _train_runs(tmp_path, cell, x, target, (0, 1), eta)
     traj = kk.trajectories_from_checkpoints(runs)
     assert traj.shape == (2, 7, cell.num_params)
-    assert kk.trajectories_from_checkpoints(runs, n_components=2).shape == (2, 7, 2)
+    for r, (paths, result) in enumerate(zip(runs, results)):
+        # the first checkpoint is the seeded initialization, the last the trained parameters ...
+        np.testing.assert_array_equal(traj[r, 0], cell.init_params(np.random.default_rng(r)))
+        np.testing.assert_array_equal(traj[r, -1], result.theta)
+        # ... and every step in between is θ_{c+1} = θ_c − η ∇_θ L(θ_c, readout_c) (kpref's own gradient; rounding
+        # of one axpy on O(1) numbers: 1e-14)
+        for c in range(6):
+            readout = kpref.load_checkpoint(paths[c]).readout
+            grad = kpref.loss_and_gradient(cell, traj[r, c], readout, x, target).grad_theta
+            np.testing.assert_allclose(traj[r, c + 1], traj[r, c] - eta * grad, rtol=0, atol=1e-14)
+    # the PCA scores are the projections on the leading axes of the centered checkpoints
+    scores = kk.trajectories_from_checkpoints(runs, n_components=2)
+    stacked = traj.reshape(-1, cell.num_params)
+    _, sv, _ = np.linalg.svd(stacked - stacked.mean(axis=0), full_matrices=False)
+    centered = scores.reshape(-1, 2) - scores.reshape(-1, 2).mean(axis=0)
+    np.testing.assert_allclose(np.linalg.norm(centered, axis=0), sv[:2], rtol=1e-10)
 
 
 # --------------------------------------------------------------------------- published experiment
@@ -539,8 +591,8 @@ def test_bad_checkpoints_are_refused(tmp_path):
     with pytest.raises(ValueError, match="subtract_mean: only meaningful with n_components"):
         kk.trajectories_from_checkpoints(W, subtract_mean=True)
     path = tmp_path / "c.npz"
-    np.savez(path, weights=np.ones(3))
-    with pytest.raises(ValueError, match=r"weights\[0\]\[0\]: expected an .npz file with a key 'theta'"):
+    np.savez(path, theta=np.ones(3))  # an .npz with a theta is not a checkpoint: kpref.load_checkpoint refuses it
+    with pytest.raises(ValueError, match=r"weights\[0\]\[0\]: expected a kpref checkpoint"):
         kk.trajectories_from_checkpoints([[str(path)]])
-    with pytest.raises(ValueError, match=r"weights\[0\]\[0\]: could not read checkpoint"):
+    with pytest.raises(ValueError, match=r"weights\[0\]\[0\]: expected a readable kpref checkpoint"):
         kk.trajectories_from_checkpoints([[str(tmp_path / "missing.npz")]])

@@ -10,8 +10,21 @@ time-delay embedded trajectories and compares them, with NumPy/SciPy only.
   :func:`dmd_from_pairs`, :func:`select_rank`, :func:`gavish_donoho_omega`;
 * :func:`koopman_spectrum` — delay embedding + DMD, eigenvalues sorted by modulus;
 * :func:`spectral_distance` — ``'matched'`` (published) or exact ``'wasserstein'``;
+* replicates (one spectrum per seed or run): :func:`load_spectra` (result
+  files), :func:`replicate_spectra`, :func:`distance_matrix`,
+  :func:`within_between`, :func:`compare_systems` (→ :class:`SystemComparison`)
+  — the calibrated decision: "not conjugate" by a permutation test over
+  replicate labels (false rate ≤ α), "conjugate" by an equivalence test whose
+  margin is a quantile of the seed-to-seed distances, else "inconclusive";
 * :func:`conjugacy_test` (→ :class:`ConjugacyResult`) — distance, within-system
-  spread, permutation p-value, effect size and an equivalence-margin decision;
+  spread, permutation p-value, effect size; the calibrated decision when
+  replicates are given, else :func:`uncalibrated_margin_rule`. ``str(result)``
+  names the rule and its p-value or margin;
+* figures (matplotlib, imported when drawing): :func:`plot_replicate_spectra`
+  (eigenvalues and the unit circle per system and replicate),
+  :func:`plot_within_between` (within- vs between-system distances);
+* calibration by simulation: :func:`linear_replicate_spectra`,
+  :func:`shifted_spectrum`, :func:`calibration_rates` (→ :class:`CalibrationRates`);
 * :func:`trajectories_from_checkpoints` — flattened weights of training runs
   (arrays or kpref ``.npz`` checkpoints), optionally PCA-projected;
 * :func:`published_trajectories` — the paper's first experiment (mirror descent,
@@ -27,6 +40,8 @@ spectra, distances and the conjugacy test (``kpref.koopman._koopman``).
 
 from . import _dmd
 from . import _koopman
+from . import _replicates
+from . import _calibration
 from ._dmd import (
     DEFAULT_RESIDUAL_TOL,
     DMD_METHODS,
@@ -39,17 +54,53 @@ from ._dmd import (
     snapshot_pairs,
 )
 from ._koopman import (
+    CALIBRATED_RULE,
     DEFAULT_MARGIN,
+    UNCALIBRATED_RULE,
     ConjugacyResult,
+    SpectrumOptions,
     conjugacy_test,
     koopman_spectrum,
     published_trajectories,
+    replicate_spectra,
     spectral_distance,
     trajectories_from_checkpoints,
+    uncalibrated_margin_rule,
+)
+from ._figures import plot_replicate_spectra, plot_within_between
+from ._calibration import CalibrationRates, calibration_rates, linear_replicate_spectra, shifted_spectrum
+from ._replicates import (
+    DECISIONS,
+    DEFAULT_ALPHA,
+    DEFAULT_EQUIVALENCE_QUANTILE,
+    SystemComparison,
+    WithinBetween,
+    compare_systems,
+    distance_matrix,
+    load_spectra,
+    within_between,
 )
 
 __all__ = [
+    "CALIBRATED_RULE",
+    "DECISIONS",
+    "DEFAULT_ALPHA",
+    "DEFAULT_EQUIVALENCE_QUANTILE",
     "DEFAULT_MARGIN",
+    "UNCALIBRATED_RULE",
+    "CalibrationRates",
+    "SpectrumOptions",
+    "SystemComparison",
+    "WithinBetween",
+    "calibration_rates",
+    "compare_systems",
+    "distance_matrix",
+    "linear_replicate_spectra",
+    "load_spectra",
+    "replicate_spectra",
+    "shifted_spectrum",
+    "uncalibrated_margin_rule",
+    "within_between",
     "DEFAULT_RESIDUAL_TOL",
     "DMD_METHODS",
     "ConjugacyResult",
@@ -60,6 +111,8 @@ __all__ = [
     "dmd_from_pairs",
     "gavish_donoho_omega",
     "koopman_spectrum",
+    "plot_replicate_spectra",
+    "plot_within_between",
     "published_trajectories",
     "select_rank",
     "snapshot_pairs",
@@ -67,6 +120,9 @@ __all__ = [
     "trajectories_from_checkpoints",
 ]
 
-if __doc__ is not None and _dmd.__doc__ is not None and _koopman.__doc__ is not None:  # not under python -OO
+if None not in (__doc__, _dmd.__doc__, _koopman.__doc__, _replicates.__doc__):  # not under python -OO
     __doc__ += "\nDynamic mode decomposition\n==========================\n\n" + _dmd.__doc__
     __doc__ += "\nSpectra, distances, conjugacy\n=============================\n\n" + _koopman.__doc__
+    __doc__ += "\nReplicates\n==========\n\n" + _replicates.__doc__
+    if _calibration.__doc__ is not None:
+        __doc__ += "\nCalibration by simulation\n=========================\n\n" + _calibration.__doc__

@@ -63,7 +63,11 @@ conjugation (any real operator's) is at distance 0 from its conjugate.
    ρ)``: the distance in units of the within-system spread (reported, not
    used by the decision; the floor keeps it finite on exactly linear data,
    whose spread is rounding).
-5. **Decision rule** (an equivalence margin on the eigenvalue scale):
+5. **Decision rule without replicates** (:func:`uncalibrated_margin_rule`, an
+   equivalence margin on the eigenvalue scale, chosen by hand: **not
+   calibrated** to any error rate; with ``replicates_a, replicates_b`` the
+   decision is instead the calibrated one of
+   :func:`kpref.koopman.compare_systems`, see "Replicates" below):
 
    .. math:: \text{conjugate} \iff \text{distance} + \text{spread} ≤
              \text{margin} · ρ, \qquad ρ = \max(\max_i |λ_i|, \max_j |μ_j|),
@@ -91,6 +95,10 @@ conjugation (any real operator's) is at distance 0 from its conjugate.
    The permutation p-values are 0.005 (the smallest possible with 199
    resamples) for all three pairs: the mirror and gradient trajectories are
    *not* exchangeable, because they are conjugate, not identical.
+   On the published FCN and grokking result files, this rule (with the
+   seed-to-seed distance as spread) calls every pair conjugate, where the
+   paper and the calibrated decision say not conjugate (README table): near
+   ``|λ| = 1`` a margin of ``0.05 ρ`` is wide.
 
 *Legacy swap test* (``null='legacy-swap'``, the published
 ``computing_significance`` script): keep the optimal matching of the two
@@ -134,16 +142,21 @@ from ._dmd import (
 )
 
 __all__ = [
+    "CALIBRATED_RULE",
     "DEFAULT_MARGIN",
+    "UNCALIBRATED_RULE",
     "ConjugacyResult",
+    "SpectrumOptions",
     "koopman_spectrum",
+    "replicate_spectra",
+    "uncalibrated_margin_rule",
     "spectral_distance",
     "conjugacy_test",
     "trajectories_from_checkpoints",
     "published_trajectories",
 ]
 
-#: Default equivalence margin of :func:`conjugacy_test`, relative to the larger spectral radius.
+#: Margin of :func:`uncalibrated_margin_rule` (not calibrated), relative to the larger spectral radius.
 DEFAULT_MARGIN = 0.05
 DISTANCE_METHODS = ("matched", "wasserstein")
 NULL_METHODS = ("permutation", "legacy-swap")
@@ -154,27 +167,54 @@ _LCM_LIMIT = 1024  # replicated assignment up to a 1024×1024 cost matrix (8 MiB
 # --------------------------------------------------------------------------- spectrum
 
 
-def _spectrum(trajs, n_delays, stride, rank, method, center, residual_tol, drop_spurious):
-    """Spectrum of checked trajectories (list of (T_i, D) float64 arrays)."""
-    embedded = [_embed_one(t, n_delays, stride) for t in trajs]
-    return _spectrum_of_embedded(embedded, rank, method, center, residual_tol, drop_spurious)
+@dataclass(frozen=True)
+class SpectrumOptions:
+    """How a Koopman spectrum is estimated from trajectories (checked when built by :meth:`checked`).
 
+    ``n_delays``, ``stride``: the delay embedding; ``rank``, ``method``,
+    ``center``, ``residual_tol``: the DMD (see :func:`kpref.koopman.dmd`);
+    ``drop_spurious``: drop eigenvalues whose residual exceeds ``residual_tol``.
+    """
 
-def _spectrum_of_embedded(embedded, rank, method, center, residual_tol, drop_spurious):
-    """Spectrum of already delay-embedded trajectories (what the resampling loops reuse)."""
-    X, Y = _pairs(embedded)
-    if not drop_spurious:
-        return _eigenvalues_only(X, Y, rank, method, center)
-    initial = np.stack([e[0] for e in embedded])
-    result = _dmd_core(X, Y, rank, method, center, residual_tol, initial)
-    return result.eigenvalues[~result.spurious]
+    n_delays: int
+    stride: int = 1
+    rank: object = None
+    method: str = "projected"
+    center: bool = False
+    residual_tol: float = DEFAULT_RESIDUAL_TOL
+    drop_spurious: bool = False
 
+    @classmethod
+    def checked(cls, n_delays, stride=1, rank=None, method="projected", center=False,
+                residual_tol=DEFAULT_RESIDUAL_TOL, drop_spurious=False):
+        """Build the options, refusing bad values with the argument named (``rank`` is checked by the DMD)."""
+        n_delays, stride = _check_delays(n_delays, stride)
+        method, center, residual_tol = _check_method_inputs(rank, method, center, residual_tol)
+        drop_spurious = check_bool("drop_spurious", drop_spurious)
+        return cls(n_delays, stride, rank, method, bool(center), residual_tol, bool(drop_spurious))
 
-def _check_spectrum_options(n_delays, stride, rank, method, center, residual_tol, drop_spurious):
-    n_delays, stride = _check_delays(n_delays, stride)
-    method, center, residual_tol = _check_method_inputs(rank, method, center, residual_tol)
-    drop_spurious = check_bool("drop_spurious", drop_spurious)
-    return n_delays, stride, method, center, residual_tol, bool(drop_spurious)
+    @property
+    def min_length(self):
+        """Shortest trajectory that gives one snapshot pair after embedding: ``n_delays·stride + 2``."""
+        return self.n_delays * self.stride + 2
+
+    @property
+    def factorizable(self):
+        """Whether resampled spectra may come from per-trajectory QR factors (projected/exact, no centering)."""
+        return self.method in ("projected", "exact") and not self.center and not self.drop_spurious
+
+    def embed(self, trajs):
+        """Delay-embed checked trajectories (list of (T_i, D) float64 arrays)."""
+        return [_embed_one(t, self.n_delays, self.stride) for t in trajs]
+
+    def spectrum_of_embedded(self, embedded):
+        """Spectrum of already delay-embedded trajectories (what the resampling loops reuse)."""
+        X, Y = _pairs(embedded)
+        if not self.drop_spurious:
+            return _eigenvalues_only(X, Y, self.rank, self.method, self.center)
+        initial = np.stack([e[0] for e in embedded])
+        result = _dmd_core(X, Y, self.rank, self.method, self.center, self.residual_tol, initial)
+        return result.eigenvalues[~result.spurious]
 
 
 def koopman_spectrum(
@@ -209,10 +249,60 @@ def koopman_spectrum(
     (r,) complex128
         Sorted by decreasing modulus (ties: real part, then imaginary part, decreasing).
     """
-    opts = _check_spectrum_options(n_delays, stride, rank, method, center, residual_tol, drop_spurious)
-    n_delays, stride = opts[0], opts[1]
-    trajs = as_trajectories("trajectories", trajectories, min_length=n_delays * stride + 2)
-    return _spectrum(trajs, n_delays, stride, rank, *opts[2:])
+    opts = SpectrumOptions.checked(n_delays, stride, rank, method, center, residual_tol, drop_spurious)
+    trajs = as_trajectories("trajectories", trajectories, min_length=opts.min_length)
+    return opts.spectrum_of_embedded(opts.embed(trajs))
+
+
+def _replicate_groups(name, labels, n):
+    """Indices of each replicate (sorted unique labels) from one label per trajectory."""
+    if labels is None:
+        return [np.array([i]) for i in range(n)]
+    arr = np.asarray(labels)
+    if arr.dtype.kind not in "iu" or arr.shape != (n,):
+        raise ValueError(
+            f"{name}: expected one integer label per trajectory, shape ({n},), got "
+            f"{'dtype ' + str(arr.dtype) if arr.dtype.kind not in 'iu' else 'shape ' + str(arr.shape)}"
+        )
+    return [np.flatnonzero(arr == u) for u in np.unique(arr)]
+
+
+def replicate_spectra(
+    trajectories,
+    n_delays,
+    rank=None,
+    *,
+    replicates=None,
+    stride=1,
+    method="projected",
+    center=False,
+    residual_tol=DEFAULT_RESIDUAL_TOL,
+    drop_spurious=False,
+):
+    """One Koopman spectrum per replicate (seed, run) of one system.
+
+    Parameters
+    ----------
+    trajectories : (n_trajectories, T, D) array or sequence of (T_i, D) arrays
+    n_delays, rank, stride, method, center, residual_tol, drop_spurious
+        As in :func:`koopman_spectrum`.
+    replicates : (n_trajectories,) int array, optional
+        The replicate of each trajectory (a run that recorded several
+        trajectories shares a label); replicates in sorted label order.
+        Default: every trajectory is a replicate of its own (one training run
+        = one trajectory).
+
+    Returns
+    -------
+    list of (r_i,) complex128 arrays
+        Ready for :func:`kpref.koopman.compare_systems` (``rank=None`` or an
+        integer rank gives equal sizes; adaptive ranks need ``method='wasserstein'`` there).
+    """
+    opts = SpectrumOptions.checked(n_delays, stride, rank, method, center, residual_tol, drop_spurious)
+    trajs = as_trajectories("trajectories", trajectories, min_length=opts.min_length)
+    embedded = opts.embed(trajs)
+    groups = _replicate_groups("replicates", replicates, len(trajs))
+    return [opts.spectrum_of_embedded([embedded[i] for i in g]) for g in groups]
 
 
 # --------------------------------------------------------------------------- distance
@@ -345,6 +435,63 @@ def _distance(e1, e2, method, p, what, *, resample=False):
 
 # --------------------------------------------------------------------------- conjugacy test
 
+#: Name of the decision rule of :func:`uncalibrated_margin_rule` (printed with every decision it makes).
+UNCALIBRATED_RULE = "uncalibrated margin"
+#: Name of the decision of :func:`kpref.koopman.compare_systems` on replicate spectra.
+CALIBRATED_RULE = "calibrated replicates"
+
+
+def uncalibrated_margin_rule(distance, spread, spectral_radius, margin=DEFAULT_MARGIN):
+    r"""``distance + spread ≤ margin · spectral_radius``: the original equivalence rule, NOT calibrated.
+
+    The margin is a fixed fraction of the spectral radius, chosen by hand, not
+    derived from any error rate. Training spectra sit within a few hundredths of
+    ``|λ| = 1``, where ``0.05 · ρ`` is wide: on the published FCN experiment it
+    calls networks of different widths conjugate, the opposite of the paper and of
+    the calibrated decision (:func:`kpref.koopman.compare_systems`). Kept for
+    single-replicate data (the published optimizer experiment has one spectrum
+    per optimizer) and for comparison; prefer replicates.
+    """
+    return bool(distance + spread <= margin * spectral_radius)
+
+
+def _split_distances(spectrum_of, offset, n, n_resamples, distance, p, gen, name):
+    """Distances between the spectra of two random halves of trajectories ``offset … offset + n − 1``."""
+    out = np.empty(n_resamples)
+    half = n // 2
+    for i in range(n_resamples):
+        perm = offset + gen.permutation(n)
+        out[i] = _distance(
+            spectrum_of(perm[:half]), spectrum_of(perm[half:]), distance, p, f"two halves of {name}", resample=True
+        )
+    return out
+
+
+def _permutation_null(spectrum_of, n_a, n_total, n_resamples, distance, p, gen):
+    """Distances between the spectra of random relabelings of the pooled trajectories (group sizes kept)."""
+    out = np.empty(n_resamples)
+    for i in range(n_resamples):
+        perm = gen.permutation(n_total)
+        out[i] = _distance(
+            spectrum_of(perm[:n_a]), spectrum_of(perm[n_a:]), distance, p,
+            "a permutation of the pooled trajectories", resample=True,
+        )
+    return out
+
+
+def _legacy_swap_null(ea, eb, n_resamples, distance, p, gen):
+    """The published swap null: swap each matched eigenvalue pair between the sets with probability ½."""
+    if ea.size != eb.size:
+        raise ValueError(f"null: 'legacy-swap' needs spectra of equal size, got {ea.size} and {eb.size}")
+    _, rows, cols = _matched(ea, eb, p)
+    out = np.empty(n_resamples)
+    for i in range(n_resamples):
+        swap = gen.random(rows.size) > 0.5
+        sa = np.where(swap, eb[cols], ea[rows])
+        sb = np.where(swap, ea[rows], eb[cols])
+        out[i] = _distance(sa, sb, distance, p, "swapped spectra")
+    return out
+
 
 @dataclass(frozen=True, eq=False)
 class ConjugacyResult:
@@ -353,16 +500,17 @@ class ConjugacyResult:
     Attributes
     ----------
     distance : float
-        Spectral distance between the two systems.
+        Spectral distance between the two systems (all trajectories of each pooled).
     spread, spread_a, spread_b : float
         Within-system spread (RMS of the two medians) and its two parts.
     p_value : float
-        ``(1 + #{null ≥ distance}) / (n_resamples + 1)``.
+        Trajectory-level permutation p-value ``(1 + #{null ≥ distance}) / (n_resamples + 1)``.
     effect_size : float
         ``distance / max(spread, floor)`` (reported, not used by the decision).
     conjugate : bool
-        ``distance + spread ≤ margin · spectral_radius``.
+        The decision: ``decision == 'conjugate'``.
     margin : float
+        The uncalibrated rule's margin (fraction of ρ).
     spectral_radius : float
         The larger spectral radius of the two spectra, ρ.
     eigenvalues_a, eigenvalues_b : complex128 arrays
@@ -370,6 +518,13 @@ class ConjugacyResult:
     split_distances_a, split_distances_b : (n_resamples,) float64
     null : str
         'permutation' or 'legacy-swap'.
+    rule : str
+        Which rule decided: :data:`UNCALIBRATED_RULE` (no replicates) or
+        :data:`CALIBRATED_RULE` (replicates given; see ``comparison``).
+    decision : str
+        'conjugate', 'not conjugate' or (calibrated rule only) 'inconclusive'.
+    comparison : SystemComparison or None
+        The calibrated replicate comparison, when replicates were given.
     """
 
     distance: float
@@ -387,6 +542,24 @@ class ConjugacyResult:
     split_distances_a: np.ndarray
     split_distances_b: np.ndarray
     null: str
+    rule: str = UNCALIBRATED_RULE
+    decision: str = ""
+    comparison: object = None
+
+    def summary(self):
+        """The decision, the rule that made it, and its margin or p-value."""
+        if self.comparison is not None:
+            return f"{self.comparison.summary()} [conjugacy_test, rule: {self.rule}]"
+        bound = self.margin * self.spectral_radius
+        relation = "≤" if self.conjugate else ">"
+        return (
+            f"{self.decision.upper()} (rule: {self.rule}, distance + spread = {self.distance:.4g} + {self.spread:.4g} "
+            f"{relation} margin·ρ = {self.margin:g}·{self.spectral_radius:.4g} = {bound:.4g}; the margin is not "
+            f"calibrated to an error rate. Trajectory permutation p = {self.p_value:.4g}, not used by the rule)"
+        )
+
+    def __str__(self):
+        return self.summary()
 
 
 def conjugacy_test(
@@ -406,6 +579,11 @@ def conjugacy_test(
     center=False,
     residual_tol=DEFAULT_RESIDUAL_TOL,
     drop_spurious=False,
+    replicates_a=None,
+    replicates_b=None,
+    alpha=None,
+    quantile=None,
+    names=("trajs_a", "trajs_b"),
 ):
     """Are two systems' trajectories topologically conjugate (same Koopman spectrum)?
 
@@ -416,12 +594,14 @@ def conjugacy_test(
     n_delays : int ≥ 0
     rank : as in :func:`dmd`
     n_resamples : int ≥ 1
-        Random half-splits per system and null resamples.
+        Random half-splits per system and null resamples (and, with
+        replicates, the permutations and bootstrap draws of the calibrated test).
     rng : None, int or numpy.random.Generator
-        Draw order: the splits of A, the splits of B, then the null resamples.
+        Draw order: the splits of A, the splits of B, the null resamples, then
+        (with replicates) the calibrated test's permutations and bootstrap.
     margin : float > 0, optional
-        Equivalence margin relative to the larger spectral radius ρ;
-        default :data:`DEFAULT_MARGIN` (= 0.05).
+        Margin of the uncalibrated rule relative to the larger spectral radius
+        ρ; default :data:`DEFAULT_MARGIN` (= 0.05).
     null : {'permutation', 'legacy-swap'}
         Permutation of trajectory labels (valid), or the published swap of
         matched eigenvalues (legacy; its null never exceeds the observed distance).
@@ -429,113 +609,72 @@ def conjugacy_test(
     p : float ≥ 1
     stride, method, center, residual_tol, drop_spurious
         As in :func:`koopman_spectrum`.
+    replicates_a, replicates_b : (n,) int arrays, optional
+        The replicate (seed, run) of each trajectory. When both are given, the
+        decision is the calibrated one of :func:`kpref.koopman.compare_systems`
+        on one spectrum per replicate (rule :data:`CALIBRATED_RULE`); pass
+        ``np.arange(n)`` when every trajectory is a run of its own. Without
+        them the decision is :func:`uncalibrated_margin_rule`.
+    alpha, quantile : float, optional
+        Of the calibrated decision (defaults of :func:`kpref.koopman.compare_systems`).
+    names : (str, str)
+        The systems' names in the calibrated decision's summary.
 
     Returns
     -------
     ConjugacyResult
+        ``str(result)`` states the decision, its rule and its p-value or margin.
 
     Notes
     -----
-    Decision rule: ``conjugate = distance + spread ≤ margin · ρ``; see
+    Uncalibrated rule: ``conjugate = distance + spread ≤ margin · ρ``; see
     :mod:`kpref.koopman` for the spread, the p-value, the effect size and the
-    numbers this yields on the published experiment (``distance + spread``
-    ≈ 0.011 for mirror vs gradient descent, ≈ 0.77 against bisection, with
-    ``margin · ρ`` ≈ 0.05).
+    numbers this yields on the published experiment.
     """
-    opts = _check_spectrum_options(n_delays, stride, rank, method, center, residual_tol, drop_spurious)
-    n_delays, stride = opts[0], opts[1]
-    min_length = n_delays * stride + 2
-    A = as_trajectories("trajs_a", trajs_a, min_length=min_length)
-    B = as_trajectories("trajs_b", trajs_b, min_length=min_length)
-    if A[0].shape[1] != B[0].shape[1]:
-        raise ValueError(
-            f"trajs_b: expected trajectories of dimension D={A[0].shape[1]} (that of trajs_a), "
-            f"got D={B[0].shape[1]}"
-        )
-    for name, trajs in (("trajs_a", A), ("trajs_b", B)):
-        if len(trajs) < 2:
-            raise ValueError(f"{name}: expected at least 2 trajectories (the spread splits them in halves), got {len(trajs)}")
+    opts = SpectrumOptions.checked(n_delays, stride, rank, method, center, residual_tol, drop_spurious)
+    A, B = _check_pair(trajs_a, trajs_b, opts)
     n_resamples = check_positive_int("n_resamples", n_resamples)
     margin = DEFAULT_MARGIN if margin is None else check_positive_float("margin", margin)
     null = check_choice("null", null, NULL_METHODS)
     distance_method = check_choice("distance", distance, DISTANCE_METHODS)
     p = _check_p(p)
+    groups = _check_replicates(replicates_a, replicates_b, len(A), len(B), alpha, quantile)
     gen = as_generator(rng)
 
-    # embed every trajectory once; the observed spectra take the direct route (the same numbers as
-    # koopman_spectrum), the resamples the per-trajectory factorization when it applies
-    A = [_embed_one(t, n_delays, stride) for t in A]
-    B = [_embed_one(t, n_delays, stride) for t in B]
-    pooled = A + B
-    na = len(A)
-    method_, center_, residual_tol_, drop_spurious_ = opts[2:]
-    if method_ in ("projected", "exact") and not center_ and not drop_spurious_:
-        factored = _SubsetEigenvalues(pooled)
-
-        def spec(indices):
-            return factored(indices, rank)
-
-    else:
-
-        def spec(indices):
-            return _spectrum_of_embedded([pooled[j] for j in indices], rank, *opts[2:])
-
-    ea = _spectrum_of_embedded(A, rank, *opts[2:])
-    eb = _spectrum_of_embedded(B, rank, *opts[2:])
+    A, B = opts.embed(A), opts.embed(B)  # once; the resamples reuse the embedded trajectories
+    spectrum_of = _subset_spectra(A + B, opts)
+    ea = opts.spectrum_of_embedded(A)  # the direct route: the same numbers as koopman_spectrum
+    eb = opts.spectrum_of_embedded(B)
     observed = _distance(ea, eb, distance_method, p, "trajs_a vs trajs_b")
-
-    def split_distances(offset, n, name):
-        out = np.empty(n_resamples)
-        half = n // 2
-        for i in range(n_resamples):
-            perm = offset + gen.permutation(n)
-            out[i] = _distance(
-                spec(perm[:half]), spec(perm[half:]), distance_method, p, f"two halves of {name}", resample=True
-            )
-        return out
-
-    split_a = split_distances(0, na, "trajs_a")
-    split_b = split_distances(na, len(B), "trajs_b")
-    spread_a = float(np.median(split_a))
-    spread_b = float(np.median(split_b))
+    na, nb = len(A), len(B)
+    split_a = _split_distances(spectrum_of, 0, na, n_resamples, distance_method, p, gen, "trajs_a")
+    split_b = _split_distances(spectrum_of, na, nb, n_resamples, distance_method, p, gen, "trajs_b")
+    spread_a, spread_b = float(np.median(split_a)), float(np.median(split_b))
     spread = float(np.sqrt(0.5 * (spread_a**2 + spread_b**2)))
-
-    null_d = np.empty(n_resamples)
     if null == "permutation":
-        for i in range(n_resamples):
-            perm = gen.permutation(len(pooled))
-            null_d[i] = _distance(
-                spec(perm[:na]),
-                spec(perm[na:]),
-                distance_method,
-                p,
-                "a permutation of the pooled trajectories",
-                resample=True,
-            )
+        null_d = _permutation_null(spectrum_of, na, na + nb, n_resamples, distance_method, p, gen)
     else:
-        if ea.size != eb.size:
-            raise ValueError(
-                f"null: 'legacy-swap' needs spectra of equal size, got {ea.size} and {eb.size}"
-            )
-        _, rows, cols = _matched(ea, eb, p)
-        for i in range(n_resamples):
-            swap = gen.random(rows.size) > 0.5
-            sa = np.where(swap, eb[cols], ea[rows])
-            sb = np.where(swap, ea[rows], eb[cols])
-            null_d[i] = _distance(sa, sb, distance_method, p, "swapped spectra")
-    ties = observed * (1.0 - _TIE_RTOL)
-    p_value = float((1 + np.count_nonzero(null_d >= ties)) / (n_resamples + 1))
+        null_d = _legacy_swap_null(ea, eb, n_resamples, distance_method, p, gen)
+    p_value = float((1 + np.count_nonzero(null_d >= observed * (1.0 - _TIE_RTOL))) / (n_resamples + 1))
     radius = float(np.max(np.abs(np.concatenate([ea, eb]))))
     floor = np.sqrt(np.finfo(np.float64).eps) * max(1.0, radius)
-    effect = float(observed / max(spread, floor))
+
+    comparison = None
+    if groups is None:
+        rule, conjugate = UNCALIBRATED_RULE, uncalibrated_margin_rule(observed, spread, radius, margin)
+        decision = "conjugate" if conjugate else "not conjugate"
+    else:
+        comparison = _calibrated_decision(A, B, groups, opts, distance_method, p, n_resamples, gen, names,
+                                          alpha, quantile)
+        rule, decision, conjugate = CALIBRATED_RULE, comparison.decision, comparison.conjugate
     return ConjugacyResult(
         distance=float(observed),
         spread=spread,
         spread_a=spread_a,
         spread_b=spread_b,
         p_value=p_value,
-        effect_size=effect,
-        conjugate=bool(observed + spread <= margin * radius),
+        effect_size=float(observed / max(spread, floor)),
+        conjugate=bool(conjugate),
         margin=margin,
         spectral_radius=radius,
         eigenvalues_a=ea,
@@ -544,6 +683,55 @@ def conjugacy_test(
         split_distances_a=split_a,
         split_distances_b=split_b,
         null=null,
+        rule=rule,
+        decision=decision,
+        comparison=comparison,
+    )
+
+
+def _check_pair(trajs_a, trajs_b, opts):
+    """Both systems' trajectories, checked: one dimension D, at least 2 each, long enough for the embedding."""
+    A = as_trajectories("trajs_a", trajs_a, min_length=opts.min_length)
+    B = as_trajectories("trajs_b", trajs_b, min_length=opts.min_length)
+    if A[0].shape[1] != B[0].shape[1]:
+        raise ValueError(
+            f"trajs_b: expected trajectories of dimension D={A[0].shape[1]} (that of trajs_a), "
+            f"got D={B[0].shape[1]}"
+        )
+    for name, trajs in (("trajs_a", A), ("trajs_b", B)):
+        if len(trajs) < 2:
+            raise ValueError(f"{name}: expected at least 2 trajectories (the spread splits them in halves), got {len(trajs)}")
+    return A, B
+
+
+def _check_replicates(replicates_a, replicates_b, n_a, n_b, alpha, quantile):
+    """The replicate groups of both systems, or None (then alpha and quantile must be None too)."""
+    if (replicates_a is None) != (replicates_b is None):
+        raise ValueError("replicates_a, replicates_b: expected both or neither, got only one")
+    if replicates_a is None:
+        if alpha is not None or quantile is not None:
+            raise ValueError("alpha, quantile: only used by the calibrated decision; pass replicates_a and replicates_b")
+        return None
+    return (_replicate_groups("replicates_a", replicates_a, n_a), _replicate_groups("replicates_b", replicates_b, n_b))
+
+
+def _subset_spectra(pooled, opts):
+    """``indices ↦`` spectrum of those embedded trajectories: per-trajectory QR factors when they apply."""
+    if opts.factorizable:
+        factored = _SubsetEigenvalues(pooled)
+        return lambda indices: factored(indices, opts.rank)
+    return lambda indices: opts.spectrum_of_embedded([pooled[j] for j in indices])
+
+
+def _calibrated_decision(A, B, groups, opts, distance, p, n_resamples, gen, names, alpha, quantile):
+    """:func:`kpref.koopman.compare_systems` on one spectrum per replicate group of embedded trajectories."""
+    from ._replicates import compare_systems  # _replicates imports this module
+
+    options = {k: v for k, v in (("alpha", alpha), ("quantile", quantile)) if v is not None}
+    return compare_systems(
+        [opts.spectrum_of_embedded([A[i] for i in g]) for g in groups[0]],
+        [opts.spectrum_of_embedded([B[i] for i in g]) for g in groups[1]],
+        method=distance, p=p, n_permutations=n_resamples, n_bootstrap=n_resamples, rng=gen, names=names, **options,
     )
 
 
@@ -551,13 +739,10 @@ def conjugacy_test(
 
 
 def _load_theta(path, where):
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if "theta" not in data.files:
-                raise ValueError(f"{where}: expected an .npz file with a key 'theta', got keys {data.files} in {path!r}")
-            return data["theta"]
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"{where}: could not read checkpoint {path!r}: {exc}") from exc
+    """``theta`` of a kpref checkpoint, read only through :func:`kpref.load_checkpoint` (which validates it)."""
+    from .. import load_checkpoint  # the trainer's validated reader; imported late (kpref imports koopman)
+
+    return load_checkpoint(path, name=where).theta
 
 
 def _is_path(x):
@@ -571,9 +756,10 @@ def trajectories_from_checkpoints(weights, n_components=None, *, subtract_mean=F
     ----------
     weights : (n_runs, n_checkpoints, p) array, sequence of (n_checkpoints, p) arrays, or sequence of sequences of .npz paths
         The flat parameter vector ``theta`` of each run at each checkpoint.
-        Paths are read with ``numpy.load(path, allow_pickle=False)['theta']``
-        (kpref's trainer saves ``theta``), each a (p,) vector. Every run must
-        have the same number of checkpoints and the same p.
+        Paths are kpref checkpoints (written by :func:`kpref.train`), read
+        only through :func:`kpref.load_checkpoint` (which validates them); each
+        gives its (p,) ``theta``. Every run must have the same number of
+        checkpoints and the same p.
     n_components : int, optional
         Project onto the first ``n_components`` principal axes, fitted jointly
         on all runs and checkpoints.
@@ -628,7 +814,7 @@ def trajectories_from_checkpoints(weights, n_components=None, *, subtract_mean=F
     if n_components is None:
         if subtract_mean:
             raise ValueError("subtract_mean: only meaningful with n_components, got n_components=None")
-        return W
+        return W.copy()  # owns its data: as_real_array passes a float64 C-contiguous input through
     n_runs, n_ckpt, n_params = W.shape
     stacked = W.reshape(n_runs * n_ckpt, n_params)
     limit = min(stacked.shape)
@@ -656,7 +842,14 @@ def _grid(low, high, n):
 
 
 def published_trajectories(
-    T=100, eta=0.01, grid_size=5, *, gradient_coordinates="u", gradient_grid="published", bisection_root="zeros"
+    T=100,
+    eta=0.01,
+    grid_size=5,
+    *,
+    gradient_coordinates="u",
+    gradient_grid="published",
+    bisection_root="zeros",
+    rng=None,
 ):
     r"""The three optimizers of Redman et al. (NeurIPS 2024), first experiment.
 
@@ -718,6 +911,13 @@ def published_trajectories(
 
     Grids are ``numpy.meshgrid`` order (first coordinate fastest); DMD does
     not depend on the order of the trajectories.
+
+    **Replicates** (``rng`` given): the ``grid_size²`` initial conditions of
+    each optimizer are drawn uniformly from the box its grid spans (``x_0``,
+    ``u_0``, ``a_0``, ``b_0`` in that order, each ``(grid_size², 2)``;
+    ``gradient_grid='log'`` takes ``u_0 = log x_0``) instead of the grid:
+    one seed is one replicate of the experiment, for
+    :func:`kpref.koopman.compare_systems`.
     """
     T = check_positive_int("T", T, minimum=2)
     eta = check_positive_float("eta", eta)
@@ -726,11 +926,19 @@ def published_trajectories(
     gradient_grid = check_choice("gradient_grid", gradient_grid, ("published", "log"))
     bisection_root = check_choice("bisection_root", bisection_root, ("zeros", "hold"))
     low, high = 1.0 / T, 1.0
-    x0 = _grid(0.1, 0.9, grid_size)
-    u0 = np.log(x0) if gradient_grid == "log" else _grid(-2.3, -0.1, grid_size)
-    a0 = _grid(-4.0 / 3.0, -1.0 / 3.0, grid_size)
-    b0 = _grid(1.0 / 7.0, 8.0 / 7.0, grid_size)
     n = grid_size * grid_size
+    if rng is None:
+        starts = _grid
+    else:
+        gen = as_generator(rng)
+
+        def starts(lo, hi, _size):
+            return gen.uniform(lo, hi, (n, 2))
+
+    x0 = starts(0.1, 0.9, grid_size)
+    u0 = np.log(x0) if gradient_grid == "log" else starts(-2.3, -0.1, grid_size)
+    a0 = starts(-4.0 / 3.0, -1.0 / 3.0, grid_size)
+    b0 = starts(1.0 / 7.0, 8.0 / 7.0, grid_size)
 
     mirror = np.empty((n, T, 2))
     mirror[:, 0] = x0

@@ -1,32 +1,29 @@
 """Are two recurrent-network training processes dynamically equivalent? (kpref.train → kpref.koopman)
 
 Trains, with kpref's own trainer (full-batch Adam on a short memory-pro task,
-checkpoints every step as ``.npz`` files), several runs of each of
+checkpoints every step as ``.npz`` files), ``--runs`` seeds of each of
 
 * ``Elman g=0.5``  — tanh Elman network, recurrent weights N(0, 0.5²/H);
-* ``Elman g=0.5'`` — the same system, other initial seeds (a control: it must
-  come out conjugate to the first);
-* ``Elman g=1.5``  — the same cell with a larger recurrent gain;
+* ``Elman g=2``    — the same cell with recurrent gain 2 (chaotic at init);
 * ``GRU``          — a GRU cell at torch's default initialization;
 
-turns each system's checkpoints into trajectories with
-``trajectories_from_checkpoints`` (paths of the ``.npz`` files; PCA fitted on
+reads each system's checkpoints with ``trajectories_from_checkpoints`` (paths
+of the ``.npz`` files, read through ``kpref.load_checkpoint``; PCA fitted on
 that system's runs jointly — conjugacy does not care about coordinates, so the
-systems need not share a parameter space) and compares every pair with
-``conjugacy_test`` (delays, Gavish–Donoho rank, Wasserstein distance since
-adaptive ranks may differ in count). The printed table holds the distance,
-the within-system spread, ``(distance + spread) / (margin · ρ)`` (conjugate
-when ≤ 1), the permutation p-value and the decision.
+systems need not share a parameter space) and compares pairs with
+``conjugacy_test`` *with replicates* (every run is one replicate:
+``replicates_a = np.arange(n_runs)``), so the decision is the calibrated one
+(``compare_systems``: permutation test over run labels, equivalence margin
+from the run-to-run distances). The within-system control compares the
+Elman g=0.5 runs of seeds 0… with those of seeds 100…: it must not come out
+"not conjugate" more often than α.
 
-This is an illustration, not a validated claim: the answers depend on the
-task, the optimizer, the number of runs and of checkpoints. On the full run
-(10 runs × 61 checkpoints per system) the control pair had the smallest
-distance (0.006) and the only large permutation p-value among the
-Elman/GRU pairs, yet was *not* called conjugate: the within-system spread
-from half-splits of 10 runs (0.044) fills the 5 % margin on its own. The
-decision rule is conservative with scarce data by design; more runs shrink
-the spread. Training spectra cluster near 1, so a tighter ``--margin``
-separates less at equal data.
+Each printed decision names its rule and p-value or margin. Writes
+``docs/figures/koopman_rnn_spectra.png`` and ``koopman_rnn_distances.png``
+unless ``--no-figures``.
+
+An illustration, not a validated claim: the answers depend on the task, the
+optimizer, the number of runs and of checkpoints.
 
 Run ``python validation/examples/koopman_training_example.py`` or with ``--quick``.
 """
@@ -34,7 +31,6 @@ Run ``python validation/examples/koopman_training_example.py`` or with ``--quick
 from __future__ import annotations
 
 import argparse
-import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -55,15 +51,18 @@ def train_runs(make_cell, g, seeds, x, target, mask, steps, learning_rate, root)
     return runs
 
 
+FIGURES = Path(__file__).resolve().parents[2] / "docs" / "figures"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke test: fewer runs, steps and resamples")
-    parser.add_argument("--runs", type=int, default=None, help="runs per system (default 10; 4 with --quick)")
-    parser.add_argument("--margin", type=float, default=kk.DEFAULT_MARGIN, help="conjugacy_test margin")
+    parser.add_argument("--runs", type=int, default=None, help="runs per system (default 12; 4 with --quick)")
+    parser.add_argument("--no-figures", action="store_true")
     args = parser.parse_args(argv)
-    n_runs, steps, n_resamples = (4, 25, 19) if args.quick else (10, 60, 199)
+    n_runs, steps, n_resamples = (4, 25, 99) if args.quick else (12, 60, 999)
     n_runs = args.runs if args.runs is not None else n_runs
-    hidden, n_components, n_delays = 16, 4, 4
+    hidden, n_components, n_delays, rank = 16, 4, 4, 8
     start = time.perf_counter()
 
     x, target, mask = kpref.tasks.memory_pro(16, rng=0, fixation_steps=5, stimulus_steps=10, memory_steps=10,
@@ -71,7 +70,7 @@ def main(argv=None):
     systems = {
         "Elman g=0.5": (lambda: kpref.Elman(3, hidden, "tanh"), 0.5, range(n_runs)),
         "Elman g=0.5'": (lambda: kpref.Elman(3, hidden, "tanh"), 0.5, range(100, 100 + n_runs)),
-        "Elman g=1.5": (lambda: kpref.Elman(3, hidden, "tanh"), 1.5, range(n_runs)),
+        "Elman g=2": (lambda: kpref.Elman(3, hidden, "tanh"), 2.0, range(n_runs)),
         "GRU": (lambda: kpref.GRU(3, hidden), None, range(n_runs)),
     }
     trajectories = {}
@@ -82,17 +81,24 @@ def main(argv=None):
             print(f"{name:13s}: {len(paths)} runs × {len(paths[0])} checkpoints, p = {make_cell().num_params}"
                   f" → PCA {n_components}")
 
-    options = dict(rank="gavish-donoho", distance="wasserstein", n_resamples=n_resamples, margin=args.margin)
-    print(f"\nKoopman spectra ({n_delays} delays, Gavish–Donoho rank): leading eigenvalues")
-    for name, traj in trajectories.items():
-        ev = kk.koopman_spectrum(traj, n_delays, rank="gavish-donoho")
-        print(f"  {name:13s} rank {ev.size:2d}:", np.array2string(ev[:4], precision=4))
-
-    print(f"\n  {'pair':30s} {'W1':>8s} {'spread':>8s} {'(d+s)/(m·ρ)':>12s} {'p':>6s}  conjugate")
-    for a, b in itertools.combinations(trajectories, 2):
-        r = kk.conjugacy_test(trajectories[a], trajectories[b], n_delays, rng=0, **options)
-        ratio = (r.distance + r.spread) / (r.margin * r.spectral_radius)
-        print(f"  {a + ' vs ' + b:30s} {r.distance:8.4f} {r.spread:8.4f} {ratio:12.2f} {r.p_value:6.3f}  {r.conjugate}")
+    labels = np.arange(n_runs)
+    options = dict(rank=rank, n_resamples=n_resamples, replicates_a=labels, replicates_b=labels)
+    pairs = (("Elman g=0.5", "Elman g=0.5'"), ("Elman g=0.5", "Elman g=2"), ("Elman g=0.5", "GRU"),
+             ("Elman g=2", "GRU"))
+    print(f"\nconjugacy_test with replicates ({n_delays} delays, rank {rank}, one spectrum per run):")
+    comparisons = {}
+    for a, b in pairs:
+        r = kk.conjugacy_test(trajectories[a], trajectories[b], n_delays, rng=0, names=(a, b), **options)
+        comparisons[f"{a} vs {b}"] = r.comparison
+        print(f"  {r}")
+    if not args.no_figures:
+        FIGURES.mkdir(parents=True, exist_ok=True)
+        spectra = {k: kk.replicate_spectra(v, n_delays, rank) for k, v in trajectories.items() if not k.endswith("'")}
+        kk.plot_replicate_spectra(spectra, FIGURES / "koopman_rnn_spectra.png",
+                                  title="kpref RNN training: Koopman eigenvalues per system and run")
+        kk.plot_within_between(comparisons, FIGURES / "koopman_rnn_distances.png",
+                               title="kpref RNN training: run-to-run vs across-system distances")
+        print(f"figures in {FIGURES}")
     print(f"\n({time.perf_counter() - start:.1f} s)")
 
 

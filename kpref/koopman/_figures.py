@@ -1,0 +1,148 @@
+"""Figures of replicate spectra: eigenvalues in the complex plane, within- vs between-system distances.
+
+matplotlib is imported when a figure is drawn (Agg backend, no display
+needed); the files are written atomically (a temporary file in the same
+folder, then ``os.replace``), so an interrupted run leaves the old file or the
+new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from ._replicates import WithinBetween, as_replicate_spectra
+
+__all__ = ["plot_replicate_spectra", "plot_within_between"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _save(fig, path):
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    suffix = os.path.splitext(path)[1] or ".png"
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=suffix, prefix=".tmp-")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the mode open() would
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _check_systems(systems):
+    if not isinstance(systems, dict) or not systems:
+        raise TypeError(f"systems: expected a non-empty dict name → replicate spectra, got {type(systems).__name__}")
+    return {str(k): as_replicate_spectra(f"systems[{k!r}]", v) for k, v in systems.items()}
+
+
+def plot_replicate_spectra(systems, path, *, zoom=None, title=None):
+    """Eigenvalues of every replicate in the complex plane, with the unit circle, one panel per system.
+
+    Parameters
+    ----------
+    systems : dict str → (n, k) array or sequence of 1-D arrays
+        Replicate spectra per system; each replicate gets its own colour.
+    path : str or os.PathLike
+        Output image (written atomically).
+    zoom : (re_min, re_max, im_min, im_max), optional
+        Axis limits (training spectra crowd near 1: zoom there); default the
+        whole unit disc.
+    title : str, optional
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    rows = _check_systems(systems)
+    plt = _pyplot()
+    n = len(rows)
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.6), squeeze=False)
+    circle = np.exp(1j * np.linspace(0, 2 * np.pi, 721))
+    cmap = plt.get_cmap("viridis")
+    for ax, (name, spectra) in zip(axes[0], rows.items()):
+        ax.plot(circle.real, circle.imag, color="0.6", lw=0.8, label="|λ| = 1")
+        for r, s in enumerate(spectra):
+            ax.scatter(s.real, s.imag, s=10, color=cmap(r / max(len(spectra) - 1, 1)), alpha=0.8, lw=0)
+        ax.set_title(f"{name} ({len(spectra)} replicates)", fontsize=9)
+        ax.set_xlabel("Re λ")
+        ax.set_aspect("equal" if zoom is None else "auto")
+        if zoom is None:
+            ax.set_xlim(-1.1, 1.1)
+            ax.set_ylim(-1.1, 1.1)
+        else:
+            ax.set_xlim(zoom[0], zoom[1])
+            ax.set_ylim(zoom[2], zoom[3])
+    axes[0][0].set_ylabel("Im λ")
+    if title:
+        fig.suptitle(title, fontsize=10, y=1.04)
+    try:
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return os.fspath(path)
+
+
+def plot_within_between(pairs, path, *, title=None):
+    """Histograms of within-system (seed-to-seed) and between-system distances, one panel per pair.
+
+    Parameters
+    ----------
+    pairs : dict str → WithinBetween or SystemComparison
+        E.g. ``{"h5 vs h40": kk.within_between(a, b)}``; a
+        :class:`SystemComparison` also draws its margin and its decision.
+    path : str or os.PathLike
+    title : str, optional
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    if not isinstance(pairs, dict) or not pairs:
+        raise TypeError(f"pairs: expected a non-empty dict name → WithinBetween, got {type(pairs).__name__}")
+    plt = _pyplot()
+    n = len(pairs)
+    fig, axes = plt.subplots(1, n, figsize=(3.8 * n, 3.0), squeeze=False)
+    for ax, (name, item) in zip(axes[0], pairs.items()):
+        wb = item if isinstance(item, WithinBetween) else getattr(item, "distances", None)
+        if not isinstance(wb, WithinBetween):
+            raise TypeError(f"pairs[{name!r}]: expected a WithinBetween or SystemComparison, got {type(item).__name__}")
+        within = np.concatenate([wb.within_a, wb.within_b])
+        bins = np.linspace(0.0, max(within.max(), wb.between.max()) * 1.05, 30)
+        ax.hist(within, bins=bins, density=True, alpha=0.6, label=f"within ({within.size})")
+        ax.hist(wb.between, bins=bins, density=True, alpha=0.6, label=f"between ({wb.between.size})")
+        label = name
+        if item is not wb:
+            ax.axvline(item.margin, color="k", ls="--", lw=0.8, label=f"margin {item.margin:.3g}")
+            label += f"\n{item.decision} ({item.rule}, p = {item.p_value:.3g})"
+        ax.set_title(label, fontsize=8)
+        ax.set_xlabel("spectral distance")
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10, y=1.1)  # above the two-line panel titles
+    try:
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return os.fspath(path)
