@@ -5,8 +5,12 @@
 * :func:`complex_step` — a derivative to rounding, for analytic functions.
 * :func:`richardson` — an extrapolated central difference with an error estimate.
 * :func:`check_backend` → :class:`Report` — every operator of another
-  implementation (torch, JAX, a GPU kernel) against kpref's, with budgets
-  and the worst entry decoded.
+  implementation (torch, JAX, a GPU kernel) against kpref's, with budgets,
+  the worst entry decoded, every step over budget and named hints;
+* :func:`check_operator` — any backend callable against any kpref
+  ``LinearOperator`` (partial traces, marginal sums, ...), the same way;
+* :func:`as_operator` — a backend callable as a ``LinearOperator``
+  (for :mod:`kpref.analysis`, :func:`kpref.todense`).
 * :mod:`kpref.testing.strategies` — hypothesis strategies drawing kpref problems
   (also importable as :mod:`kpref.strategies`).
 
@@ -16,7 +20,9 @@ so a test can also report it.
 """
 
 from ._checkers import complex_step, dottest, dottest_pair, richardson, taylor_test
-from ._backend import OperatorCheck, Report, check_backend, reference_backend
+from ._backend import OPERATORS, OperatorCheck, Report, check_backend, reference_backend
+from ._operator import as_operator, check_operator
 
 __all__ = ["dottest", "dottest_pair", "taylor_test", "complex_step", "richardson",
-           "check_backend", "Report", "OperatorCheck", "reference_backend"]
+           "check_backend", "Report", "OperatorCheck", "reference_backend", "OPERATORS",
+           "check_operator", "as_operator"]

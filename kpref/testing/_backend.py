@@ -294,12 +294,12 @@ def _operators_of(backend, with_loss):
     else:
         get = lambda n: getattr(backend, n, None)  # noqa: E731
         has = lambda n: getattr(backend, n, None) is not None  # noqa: E731
-        public = [a for a in dir(backend) if not a.startswith("_") and a not in accepted]
-        for n in names:
-            if not has(n):
-                near = closest(n, [a for a in public if callable(getattr(backend, a, None))])
-                if near is not None:
-                    not_provided[n] = near
+        public = [a for a in dir(backend) if not a.startswith("_") and a not in accepted
+                  and callable(getattr(backend, a, None))]
+        for attr in public:   # a callable that is no slot but close to a missing one: misspelled?
+            near = closest(attr, [n for n in names if not has(n)])
+            if near is not None:
+                not_provided[near] = attr
     if "error_signal" in (backend.keys() if hasattr(backend, "keys") else ()) and not with_loss:
         raise ValueError("backend: an 'error_signal' entry needs the loss it is the signal of: "
                          "check_backend(..., loss=dict(target=..., w_out=...))")
