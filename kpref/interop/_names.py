@@ -245,7 +245,8 @@ def match_names(cell, keys, name="params"):
     if not complete:
         best = max(groups.items(), key=lambda kv: len(kv[1]), default=(None, {}))
         missing = [n for n in wanted if n not in best[1]]
-        hints = {m: closest(m, [_split(k)[1] for k in keys]) for m in missing}
+        unmatched = [_split(k)[1] for k in keys if _split(k)[1] not in cell.param_shapes]
+        hints = {m: closest(m, unmatched) for m in missing}
         hint = ", ".join(f"{m} (closest key: {h!r})" if h else m for m, h in hints.items())
         raise ValueError(
             f"{name}: expected the parameters {wanted} of {cell!r} (torch names; a module prefix such as "
