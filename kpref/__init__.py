@@ -13,7 +13,8 @@ conventions are fixed in ``docs/SPEC.md``):
 * analyses of the operators: :mod:`kpref.analysis`;
 * tasks and training: :mod:`kpref.tasks`, :func:`train`, :func:`load_checkpoint`;
 * Koopman spectra of training dynamics: :mod:`kpref.koopman`;
-* checking another implementation: :mod:`kpref.testing`, :mod:`kpref.strategies`.
+* checking another implementation: :mod:`kpref.testing`, :mod:`kpref.strategies`;
+  backends from torch and JAX: :mod:`kpref.interop`.
 
 Command line: ``python -m kpref report [--quick]`` (the KPFlow experiments) and
 ``python -m kpref verify [--quick]`` (the oracle checks itself).
@@ -25,6 +26,7 @@ from .operators import Linearization, Loss, linearize, mse_loss, todense
 from . import tasks
 from . import analysis
 from . import koopman
+from . import interop
 from .training import Checkpoint, Readout, TrainResult, init_readout, load_checkpoint, loss_and_gradient, train
 
 __all__ = [
@@ -32,6 +34,6 @@ __all__ = [
     "GRU", "LeakyRNN", "Linear",
     "LSTM", "ODECell", "VectorField", "RateODE",
     "Linearization", "Loss", "linearize", "mse_loss", "todense",
-    "tasks", "analysis", "koopman", "Checkpoint", "Readout", "TrainResult", "init_readout", "load_checkpoint", "loss_and_gradient", "train",
+    "tasks", "analysis", "koopman", "interop", "Checkpoint", "Readout", "TrainResult", "init_readout", "load_checkpoint", "loss_and_gradient", "train",
 ]
 __version__ = "0.1.0"

@@ -244,7 +244,7 @@ def test_misspelled_attribute_is_listed_as_not_provided_with_the_closest_name():
     report = check_backend(Backend(), cell, theta, x, h0)
     assert report.passed and list(report.checks) == ["P"]
     assert report.not_provided == {"P_adjoint": "P_adjiont"}
-    assert "P_adjoint not provided (closest: 'P_adjiont'; misspelled?)" in str(report)
+    assert "P_adjoint         not provided (closest: 'P_adjiont'; misspelled?)" in str(report)
     with pytest.raises(ValueError, match=r"unknown \['P_adjiont'\] \(closest to 'P_adjiont': 'P_adjoint'\)"):
         check_backend({"P": ref["P"], "P_adjiont": ref["P_adjoint"]}, cell, theta, x, h0)
 

@@ -10,4 +10,13 @@
 Importing :mod:`kpref.interop` imports neither torch nor JAX.
 """
 
+import importlib
+
 __all__ = ["torch", "jax"]
+
+
+def __getattr__(name):
+    """``kpref.interop.torch`` / ``.jax`` on first use (neither framework is imported until a backend is built)."""
+    if name in __all__:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'kpref.interop' has no attribute {name!r}")

@@ -132,7 +132,7 @@ class OperatorCheck:
         """One line: the name first, then verdict, error, budget, location, hints."""
         verdict = "PASS" if self.passed else "FAIL"
         cmp = "<=" if self.passed else ">"
-        text = (f"{self.name:<9} {verdict}  rel.error {self.rel_error:.2e} {cmp} budget {self.budget:.2e} "
+        text = (f"{self.name:<17} {verdict}  rel.error {self.rel_error:.2e} {cmp} budget {self.budget:.2e} "
                 f"[{self.dtype}, condition {self.condition:.2g}]  worst: {self.worst_entry} (backend {self.backend_value:.6g}, "
                 f"kpref {self.kpref_value:.6g})")
         if not self.passed and self.first_bad_step is not None:
@@ -247,7 +247,7 @@ class Report:
     def __str__(self):
         lines = [c.line() for c in self.checks.values()]
         for name, near in self.not_provided.items():
-            lines.append(f"{name:<9} not provided (closest: {near!r}; misspelled?)")
+            lines.append(f"{name:<17} not provided (closest: {near!r}; misspelled?)")
         if self.set_aside:
             lines.append(f"set aside (not parameters of {self.cell}): {', '.join(self.set_aside)}")
         return "\n".join(lines)
