@@ -14,13 +14,11 @@ import kpref
 from kpref.analysis import marginal_sum, partial_trace
 from kpref.testing import OPERATORS, as_operator, check_backend, check_operator, reference_backend
 
+from test_backend import _problem as problem_of   # (theta, x, h0) with h0 != 0
 
-def _problem(cell, B=2, T=6, seed=0):
-    rng = np.random.default_rng(seed)
-    theta = cell.init_params(rng)
-    x = rng.uniform(-1.0, 1.0, (B, T, cell.input_size))
-    h0 = rng.uniform(-0.5, 0.5, (B, cell.state_size))
-    return theta, x, h0
+
+def _problem(cell, T=6):
+    return problem_of(cell, T=T)
 
 
 def _check(cell, name, fn, T=6, **kw):
@@ -160,10 +158,11 @@ def test_hint_transposed_recurrent_weight(cell):
     theta_t = theta.copy()
     theta_t[sl] = theta[sl].reshape(-1, H, H).transpose(0, 2, 1).ravel()
     wrong = reference_backend(cell, theta_t, x, h0)
-    report = check_backend({n: wrong[n] for n in ("simulate", "P", "K")}, cell, theta, x, h0)
-    assert report.failed == ["simulate", "P", "K"]
+    report = check_backend({n: wrong[n] for n in ("simulate", "P", "P_adjoint", "K")}, cell, theta, x, h0)
+    assert report.failed == ["simulate", "P", "P_adjoint", "K"]
     for check in report.checks.values():
-        assert any("transposed recurrent weight" in h for h in check.hints), check.line()
+        assert [h for h in check.hints if "transposed recurrent weight" in h] == check.hints != [], check.line()
+    assert report["P_adjoint"].first_bad_step == 4          # as for any wrong backward sweep: no off-by-one hint
     # another mistake (a scaled W_hh) is not called a transposition
     theta_s = theta.copy()
     theta_s[sl] *= 1.01

@@ -107,14 +107,15 @@ over budget* is the first ``t``, in the direction the operator sweeps
 (backward in time for ``P_adjoint``), whose per-step relative error
 ``‖δy[:, t]‖ / ‖y[:, t]‖`` exceeds the budget: where a wrong recurrence
 starts to differ; every step over budget is listed too ("t = 0 only (1 of
-20)"). The per-step slots (``A``, ``A_adjoint``, ``G``) are assembled into a
+20)"). A backward sweep that is wrong anywhere is first wrong at ``T − 2``
+(``λ_{T−1} = w_{T−1}`` involves no ``A``), so that alone names no mistake. The per-step slots (``A``, ``A_adjoint``, ``G``) are assembled into a
 ``(B, T, S)`` answer over ``t`` and ``G_adjoint`` into ``(T, p)``, so they are
 localized the same way.
 
 **Hints.** A failing line names the classic mistakes it recognizes: only
 ``t = 0`` wrong (``h0``), a backward sweep wrong from ``T − 2`` (an off-by-one
-time index), answers that match kpref with ``weight_hh`` transposed or with
-``h0 = 0``, a gate whose rows of a parameter answer are exactly 0 (a missing
+time index: the answer matches kpref's with ``A_t`` for ``A_{t+1}``), answers
+that match kpref with ``weight_hh`` transposed or with ``h0 = 0``, a gate whose rows of a parameter answer are exactly 0 (a missing
 gate), float32-sized errors in float64 arrays ("declare dtype='float32'?"),
 and a trajectory of ``T + 1`` steps ("pass includes_h0=True").
 """
@@ -619,7 +620,9 @@ class _Alternatives:
     def _get(self, label):
         if label not in self._refs:
             lin = self.lin
-            if label == "transposed":
+            if label == "off_by_one":
+                self._refs[label] = _off_by_one_reference(lin)
+            elif label == "transposed":
                 theta_t = _transposed_recurrent(self.cell, lin.theta)
                 self._refs[label] = None if theta_t is None else _reference(
                     linearize(self.cell, theta_t, lin.x, lin.h0), self.loss)
@@ -651,4 +654,33 @@ class _Alternatives:
                                              "a transposed recurrent weight (h @ W_hh instead of h @ W_hh.T?)")
         if np.any(self.lin.h0):
             out["zero_h0"] = (zero_h0, "matches kpref with h0 = 0: the backend ignores the initial state")
+        if name in _OFF_BY_ONE_SLOTS:
+            out["off_by_one"] = (lambda u: self._get("off_by_one")[name](u),
+                                 "matches kpref with A_t in place of A_{t+1} in the backward sweep: an off-by-one "
+                                 "time index")
         return out
+
+
+_OFF_BY_ONE_SLOTS = ("P_adjoint", "P_inv_adjoint", "NTK", "dz_dtheta_adjoint", "grad")
+
+
+def _off_by_one_reference(lin):
+    """kpref's answers with the classic off-by-one of the backward sweeps: ``A_t`` where ``A_{t+1}`` belongs."""
+    B, T, S = lin.shape
+
+    def P_adjoint(w):              # λ_t = w_t + A_tᵀ λ_{t+1} (correct: A_{t+1})
+        lam = np.array(w, dtype=np.float64)
+        for t in range(T - 2, -1, -1):
+            lam[:, t] += lin.apply_At(t, lam[None, :, t + 1])[0]
+        return lam
+
+    def P_inv_adjoint(w):          # w_t − A_tᵀ w_{t+1} (correct: A_{t+1})
+        out = np.array(w, dtype=np.float64)
+        for t in range(T - 1):
+            out[:, t] -= lin.apply_At(t, w[None, :, t + 1])[0]
+        return out
+
+    def backprop(w):
+        return lin.J_theta.H.matvec(P_adjoint(w).ravel())
+    return {"P_adjoint": P_adjoint, "P_inv_adjoint": P_inv_adjoint, "dz_dtheta_adjoint": backprop, "grad": backprop,
+            "NTK": lambda w: lin.P.matvec(lin.K.matvec(P_adjoint(w).ravel())).reshape(B, T, S)}

@@ -404,8 +404,7 @@ def compare_operator(name, call, draw, reference, space, *, n_vectors, rng, chai
     Notes
     -----
     Hints that need no alternative: only ``t = 0`` over budget (an initial
-    state ignored or hard-wired to 0); a backward sweep whose first bad step
-    is ``T − 2`` with ``T − 1`` right (an off-by-one time index); a gate of a
+    state ignored or hard-wired to 0); a gate of a
     parameter answer whose error is exactly 1 (the backend's answer is 0
     there: a dropped gate); float64 answers wrong by float32-sized errors
     (computed in float32 and not declared).
@@ -485,10 +484,6 @@ def _hints(check, worst, space, declared, chain, condition, alternatives):
     T = len(check.step_errors)
     if T > 1 and check.bad_steps == [0]:
         hints.append("only t = 0 is wrong: the initial state h0 (ignored, or hard-wired to zero?)")
-    if (check.sweep == "backward" and T > 2 and check.first_bad_step == T - 2
-            and check.step_errors[T - 1] <= check.budget):
-        hints.append("first step over budget T-2 counting backward, T-1 right: an off-by-one time index "
-                     "(A_t used where A_{t+1} belongs)")
     dropped = [g for g, e in check.gate_errors.items() if e == 1.0 and np.all(_rows_zero(worst.got, space, g))]
     if dropped:
         gates = sorted({g[g.index("[") + 1:-1] for g in dropped})
