@@ -107,6 +107,12 @@ def test_a_whole_models_state_dict_with_prefixes_a_readout_and_its_own_key_order
     # the parameter answers are dicts of tensors in the user's names, readout included
     grad = b.grad(np.ones(b.shape))
     assert list(grad) == list(reordered) and isinstance(grad["0.readout.weight"], torch.Tensor)
+    # a flat answer over every parameter in the model's own order (parameters_to_vector), readout included
+    flat = lambda e: torch.cat([g.reshape(-1) for g in b.grad(e).values()])   # noqa: E731
+    report = check_backend({"grad": flat, "params": b.params}, *b.problem, n_vectors=1)
+    assert report.passed and report.set_aside == ["0.readout.bias", "0.readout.weight"], str(report)
+    wrong = lambda e: torch.flip(flat(e), (0,))                                 # noqa: E731
+    assert not check_backend({"grad": wrong, "params": b.params}, *b.problem, n_vectors=1).passed
 
 
 def test_match_names_on_real_state_dicts():

@@ -47,7 +47,9 @@ given zero tangents when the mapping gives their shapes). Answers may be NumPy
 arrays, torch tensors (any device, with or without grad), JAX arrays or nested
 lists; parameter answers may also be dicts in torch names (prefixes and
 ``_l0`` accepted; keys that are not the cell's parameters are set aside and
-named in the report, never mixed in). The coarsest dtype of the answers sets
+named in the report, never mixed in), or flat over *all* the declared
+``params`` in the backend's order (e.g. ``parameters_to_vector`` of a model
+with a readout), when ``params`` is a mapping with extras. The coarsest dtype of the answers sets
 the budget, unless the backend carries ``dtype`` (``'float32'``, a NumPy or a
 torch dtype): the precision it computes in, when that differs from the dtype
 of the arrays it returns.
@@ -329,7 +331,7 @@ class _Params:
                                 f"names, got {describe_value(declared)}")
             self.match = match_names(cell, keys, "backend params")
             if hasattr(declared, "keys"):
-                self.shapes = {k: tuple(np.shape(to_numpy(declared[k]))) for k in self.match.extras}
+                self.shapes = {k: tuple(np.shape(to_numpy(declared[k]))) for k in self.match.order}
             self._aside(self.match.extras)
 
     def _aside(self, keys):
@@ -348,10 +350,24 @@ class _Params:
                 out[key] = np.zeros(self.shapes[key])
         return out
 
+    def _flat_in_backend_order(self, op, raw):
+        """A flat answer over all the backend's parameters in its own order (a readout included): the cell's part."""
+        flat = as_answer(op, raw, Space((sum(int(np.prod(s)) for s in self.shapes.values()),), str))
+        pieces, start = {}, 0
+        for key in self.match.order:
+            size = int(np.prod(self.shapes[key]))
+            pieces[key] = flat[start:start + size].reshape(self.shapes[key])
+            start += size
+        return self.answer(op, pieces)
+
     def answer(self, op, raw):
         """A parameter answer (flat, or a dict in torch names) → (p,) array in kpref's layout, its dtype kept."""
         p = self.cell.num_params
         if not (hasattr(raw, "keys") and hasattr(raw, "__getitem__")):
+            total = sum(int(np.prod(s)) for s in self.shapes.values())
+            if self.match is not None and self.match.extras and len(self.shapes) == len(self.match.order) \
+                    and np.ndim(to_numpy(raw)) == 1 and np.size(to_numpy(raw)) == total:
+                return self._flat_in_backend_order(op, raw)
             return as_answer(op, raw, Space((p,), str))
         match = match_names(self.cell, list(raw.keys()), f"backend {op} answer")
         self._aside(match.extras)
