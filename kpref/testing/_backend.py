@@ -130,7 +130,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..cells._cell import Cell
-from .._checks import as_generator, check_bool, check_positive_float, check_positive_int
+from .._checks import as_generator, check_bool, check_memory, check_positive_float, check_positive_int
 from ..interop._names import closest, describe_value, match_names, to_numpy
 from ..operators._linearization import linearize, mse_loss
 from ._compare import OperatorCheck, Report, Space, as_answer, compare_operator, perturbed
@@ -407,6 +407,8 @@ def _reference(lin, loss=None):
         return lambda V: np.stack([apply(t, V[:, t][None])[0] for t in range(T)], axis=1)
 
     def G_adjoint(W):
+        # one J_θᵀ block product over T vectors (w placed at one step each): B·T·S·T floats
+        check_memory("check_backend G_adjoint reference", 8 * B * T * S * T, lin.memory_limit)
         X = np.zeros((B, T, S, T))
         for t in range(T):
             X[:, t, :, t] = W[:, t]
