@@ -145,6 +145,8 @@ def test_answers_as_tensors_with_grad_on_any_device_and_dicts():
     report = check_backend({"grad": grad, "simulate": lambda: torch.tensor(lin.z, requires_grad=True)},
                            cell, theta, x)
     assert report.passed and report["grad"].dtype == "float32" and report["simulate"].dtype == "float64"
+    with pytest.raises(ValueError, match=r"got shape \(2, 3, 3\) \(a torch.Tensor float64 on cpu that requires grad"):
+        check_backend({"simulate": lambda: torch.tensor(lin.z[:, :3], requires_grad=True)}, cell, theta, x)
     tangent_seen = []
     J = lambda d: (tangent_seen.append(d), lin.J_theta.matvec(cell.flatten(  # noqa: E731
         {k[len("m."):]: v for k, v in d.items() if k.startswith("m.")})).reshape(lin.shape))[1]
