@@ -65,6 +65,21 @@ def _spaces(space, shape, lin):
     return _space_of(spec_in, n_in, lin, "input"), _space_of(spec_out, n_out, lin, "output")
 
 
+def _reference_of(reference, lin):
+    """(kpref's operator, the function that rebuilds it from a linearization or None)."""
+    if isinstance(reference, LinearOperator):
+        return reference, None
+    if not callable(reference):
+        raise TypeError(f"reference: expected a scipy LinearOperator or a function lin -> LinearOperator, "
+                        f"got {describe_value(reference)}")
+    if lin is None:
+        raise ValueError("reference: a function of the linearization needs lin= (or space=lin)")
+    ref_op = reference(lin)
+    if not isinstance(ref_op, LinearOperator):
+        raise TypeError(f"reference(lin): expected a scipy LinearOperator, got {describe_value(ref_op)}")
+    return ref_op, reference
+
+
 def check_operator(fn, reference, *, adjoint=None, space=None, lin=None, dtype=None, name=None, rtol=None,
                    n_vectors=3, rng=0):
     """Compare a backend operator (and its adjoint) with a kpref ``LinearOperator``.
@@ -116,18 +131,7 @@ def check_operator(fn, reference, *, adjoint=None, space=None, lin=None, dtype=N
         lin = space if lin is None else lin
     if lin is not None and not isinstance(lin, Linearization):
         raise TypeError(f"lin: expected a kpref.Linearization (kpref.linearize(...)), got {describe_value(lin)}")
-    if isinstance(reference, LinearOperator):
-        ref_op, build = reference, None
-    elif callable(reference):
-        if lin is None:
-            raise ValueError("reference: a function of the linearization needs lin= (or space=lin)")
-        build = reference
-        ref_op = build(lin)
-        if not isinstance(ref_op, LinearOperator):
-            raise TypeError(f"reference(lin): expected a scipy LinearOperator, got {describe_value(ref_op)}")
-    else:
-        raise TypeError(f"reference: expected a scipy LinearOperator or a function lin -> LinearOperator, "
-                        f"got {describe_value(reference)}")
+    ref_op, build = _reference_of(reference, lin)
     declared = _declared_dtype(dtype)
     if rtol is not None:
         rtol = check_positive_float("rtol", rtol)
