@@ -19,7 +19,8 @@ import them when used):
 * analyses of the operators: :mod:`kpref.analysis`;
 * tasks and training: :mod:`kpref.tasks`, :func:`train`, :func:`load_checkpoint`;
 * Koopman spectra of training dynamics: :mod:`kpref.koopman`;
-* checking another implementation: :mod:`kpref.testing`, :mod:`kpref.strategies`.
+* checking another implementation: :mod:`kpref.testing`, :mod:`kpref.strategies`;
+  backends from torch and JAX: :mod:`kpref.interop`.
 
 Command line: ``python -m kpref report [--quick]`` (the KPFlow experiments) and
 ``python -m kpref verify [--quick]`` (the oracle checks itself).
@@ -33,6 +34,7 @@ from .operators import (AdjointStrategy, DiscreteAdjoint, KroneckerSite, Lineari
 from . import tasks
 from . import analysis
 from . import koopman
+from . import interop
 from .training import (Checkpoint, GradientResult, Readout, TrainResult, init_readout, load_checkpoint,
                        loss_and_gradient, train)
 
@@ -46,7 +48,7 @@ __all__ = [
     "Linearization", "NamedOperator", "KroneckerSite", "AdjointStrategy", "DiscreteAdjoint", "Loss",
     "linearize", "mse_loss", "todense",
     # application layer
-    "tasks", "analysis", "koopman", "Checkpoint", "GradientResult", "Readout", "TrainResult", "init_readout",
+    "tasks", "analysis", "koopman", "interop", "Checkpoint", "GradientResult", "Readout", "TrainResult", "init_readout",
     "load_checkpoint", "loss_and_gradient", "train",
 ]
 __version__ = "0.1.0"

@@ -46,8 +46,9 @@ def _float32_backend(cell, theta, x, h0):
     r32 = lambda a: np.asarray(a, dtype=np.float32).astype(np.float64)
     ref = reference_backend(cell, r32(theta), r32(x), r32(h0))
 
-    def wrap(fn):
-        return lambda *args: np.asarray(fn(*(r32(a) for a in args)), dtype=np.float32)
+    def wrap(fn):   # the step index t of A(t, v), G(t, dtheta), ... stays an int
+        return lambda *args: np.asarray(fn(*(r32(a) if isinstance(a, np.ndarray) else a for a in args)),
+                                        dtype=np.float32)
     return {name: wrap(fn) for name, fn in ref.items()}
 
 
@@ -112,7 +113,7 @@ def test_an_object_backend_with_a_subset_of_operators():
     backend = types.SimpleNamespace(P=ref["P"], grad=ref["grad"], unrelated_attribute=1)
     report = check_backend(backend, cell, theta, x, h0)
     assert list(report.checks) == ["P", "grad"] and "P" in report and "K" not in report
-    assert report.skipped == ["simulate", "P_adjoint", "J", "J_adjoint", "K"]
+    assert report.skipped == [n for n in OPERATORS if n not in ("P", "grad")]
     assert report.passed
 
 

@@ -1,22 +1,71 @@
-"""The README's Python examples run as written (a README that does not run is a defect)."""
+"""The README's Python examples run as written, and the reports it prints are the ones they print.
+
+A README that does not run is a defect; a sample output nobody regenerates
+goes stale. Every ```python block followed by a ```text block is run and its
+output compared with that block: the text exactly, except that numbers may
+differ by 25% (float32 rounding differs across CPUs) and the worst entry's
+location may move among entries of the same kind (trial/step/unit, or
+parameter block/gate).
+"""
+
+import contextlib
+import io
+import pathlib
+import re
 
 import pytest
 
-from tests.helpers import readme_block, readme_blocks
+from tests.helpers import readme_block
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+_FENCE = re.compile(r"```(python|text)\n(.*?)```", re.S)
+_NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+_WORST = re.compile(r"worst: .*? \(backend ")
 
 
-def test_readme_has_the_five_examples():
-    assert len(readme_blocks()) == 5
+def _fences():
+    return _FENCE.findall(README.read_text(encoding="utf-8"))
+
+
+def _blocks():
+    return [code for kind, code in _fences() if kind == "python"]
+
+
+def _run(code, namespace=None):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(code, {} if namespace is None else namespace)
+    return out.getvalue()
+
+
+def _shape(text):
+    """The text with every number replaced by '#', and the worst entry by its kind of location."""
+    text = _WORST.sub(lambda m: "worst: " + ("<param> " if "[" in m.group(0) else "<state> ") + "(backend ", text)
+    return _NUMBER.sub("#", text)
+
+
+def assert_same_report(got, expected):
+    got_lines, exp_lines = got.strip().splitlines(), expected.strip().splitlines()
+    assert len(got_lines) == len(exp_lines), f"README shows {len(exp_lines)} lines, the code prints:\n{got}"
+    for g, e in zip(got_lines, exp_lines):
+        assert _shape(g) == _shape(e), f"README line differs from the printed one:\n  {e}\n  {g}"
+        gn = [float(v) for v in _NUMBER.findall(_WORST.sub("", g))]
+        en = [float(v) for v in _NUMBER.findall(_WORST.sub("", e))]
+        for a, b in zip(gn, en):
+            assert abs(a - b) <= 0.25 * max(abs(a), abs(b)) + 1e-300, f"README number {b} vs printed {a}:\n  {e}\n  {g}"
+
+
+def test_readme_has_the_seven_examples():
+    assert len(_blocks()) == 7
 
 
 @pytest.mark.slow
 def test_readme_examples_run():
-    tour, custom_cell, analysis, backend, koopman = readme_blocks()
     ns = {}
     # the analysis block continues the tour's session; `exponents` stands for a Lyapunov spectrum
-    exec(tour + "\nexponents = __import__('kpref').analysis.lyapunov_spectrum(lin)\n" + analysis, ns)
-    exec(backend, {})
-    exec(koopman, {})
+    tour, analysis = readme_block("lin = kpref.linearize"), readme_block("from kpref import analysis")
+    _run(tour + "\nexponents = __import__('kpref').analysis.lyapunov_spectrum(lin)\n" + analysis, ns)
+    _run(readme_block("from kpref import koopman as kk"))
 
 
 def test_readme_custom_cell_passes_verify():
@@ -24,3 +73,38 @@ def test_readme_custom_cell_passes_verify():
     ns = {}
     exec(readme_block("class Momentum(kpref.Cell)"), ns)
     assert len(ns["rows"]) == 11 and ns["cell"].has_weight_sites
+
+
+def _printed_after(code):
+    fences = _fences()
+    i = fences.index(("python", code))
+    assert fences[i + 1][0] == "text", "the example's printed output must follow it in a ```text block"
+    return fences[i + 1][1]
+
+
+@pytest.mark.slow
+def test_readme_backend_reports_are_the_printed_ones():
+    pytest.importorskip("torch")
+    pytest.importorskip("jax")
+    torch_example = readme_block("import numpy as np, torch, kpref")
+    jax_example = readme_block("import numpy as np, jax, jax.numpy as jnp, kpref")
+    backend = readme_block("import numpy as np, kpref\nfrom kpref.testing import check_backend")
+    for code in (torch_example, jax_example, backend):
+        assert_same_report(_run(code), _printed_after(code))
+    # the off-by-one variant of the hand-written backend: its P_adjoint line
+    buggy = backend.replace("(d[:, t + 1] * lam", "(d[:, t] * lam").replace("report.raise_if_failed()", "")
+    assert buggy != backend
+    line = [ln for ln in _run(buggy).splitlines() if ln.startswith("P_adjoint")]
+    shown = README.read_text(encoding="utf-8").split("becomes (also checked by the test):\n\n```text\n")[1]
+    assert_same_report(line[0], shown.split("```")[0])
+
+
+def test_the_report_comparison_can_fail():
+    line = "P    PASS  rel.error 5.03e-08 <= budget 1.48e-05 [float32]  worst: trial 1, step 12, unit 5 (backend 1, kpref 1)"
+    assert_same_report(line.replace("trial 1, step 12", "trial 0, step 3"), line)     # another location: same kind
+    with pytest.raises(AssertionError, match="number"):
+        assert_same_report(line.replace("5.03e-08", "9.03e-08"), line)
+    with pytest.raises(AssertionError, match="differs"):
+        assert_same_report(line.replace("PASS", "FAIL"), line)
+    with pytest.raises(AssertionError, match="lines"):
+        assert_same_report(line + "\n" + line, line)

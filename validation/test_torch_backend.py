@@ -8,8 +8,8 @@
 * Three deliberate bugs in a float64 backend are caught and located:
   the recurrent weight used transposed (everything fails, from the first step
   where ``W_hh`` acts; the parameter adjoint's worst block is ``weight_hh``),
-  an off-by-one time index in the backward sweep (exactly ``P_adjoint`` and
-  ``grad`` fail, ``P_adjoint`` first at step ``T-2`` counting backward), and a
+  an off-by-one time index in the backward sweep (exactly ``P_adjoint``,
+  ``NTK`` and ``grad`` fail, ``P_adjoint`` first at step ``T-2`` counting backward), and a
   GRU without its reset gate (the reset gate's rows of the parameter adjoint
   are wrong by exactly 100%).
 """
@@ -21,11 +21,11 @@ torch = pytest.importorskip("torch")
 
 import kpref  # noqa: E402
 import kpref.strategies as kst  # noqa: E402
-from kpref.testing import check_backend  # noqa: E402
+from kpref.testing import OPERATORS, check_backend  # noqa: E402
 
 from torch_backend import MUTATIONS, TorchBackend, sequence_module_simulate, supports  # noqa: E402
 
-ALL_OPERATORS = ["simulate", "P", "P_adjoint", "J", "J_adjoint", "K", "grad"]
+ALL_OPERATORS = list(OPERATORS)
 EPS32 = float(np.finfo(np.float32).eps)
 EPS64 = float(np.finfo(np.float64).eps)
 
@@ -83,7 +83,7 @@ def test_transposed_recurrent_weight_is_caught_everywhere_from_the_step_where_it
     assert all(e <= 16 * EPS64 for e in report["simulate"].step_errors[:first_step])
     blocks = report["J_adjoint"].block_errors
     assert max(blocks, key=blocks.get) == "weight_hh", report["J_adjoint"].line()
-    with pytest.raises(AssertionError, match="failed: simulate, P, P_adjoint, J, J_adjoint, K, grad"):
+    with pytest.raises(AssertionError, match="failed: " + ", ".join(OPERATORS)):
         report.raise_if_failed()
 
 
@@ -93,7 +93,7 @@ def test_off_by_one_adjoint_is_caught_and_named(name):
     T = 6
     theta, x, h0 = _problem(cell, T=T)
     report = check_backend(TorchBackend(cell, theta, x, h0, mutation="adjoint_off_by_one"), cell, theta, x, h0)
-    assert report.failed == ["P_adjoint", "grad"], str(report)
+    assert report.failed == ["P_adjoint", "NTK", "grad"], str(report)     # NTK = P K P* uses the backend's P*
     check = report["P_adjoint"]
     assert check.rel_error > 1e-3 and check.sweep == "backward"
     assert check.first_bad_step == T - 2 and check.step_errors[T - 1] <= 16 * EPS64

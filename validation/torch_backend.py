@@ -1,21 +1,10 @@
 """A PyTorch (``torch.func``) backend of every built-in kpref cell, for :func:`kpref.testing.check_backend`.
 
 This is the kind of implementation kpref exists to check: the trajectory is an
-unrolled torch loop, and every operator comes from torch's automatic
-differentiation, not from kpref's hand-derived products:
-
-* ``simulate()``: ``h_t = F(h_{t-1}, x_t)`` unrolled over ``t``;
-* ``P(q)``: ``torch.func.jvp`` of the map ``q ↦ trajectory`` of the recurrence
-  with an injection, ``h_t = F(h_{t-1}, x_t) + q_t``, at ``q = 0``: its tangent is
-  ``v_t = A_t v_{t-1} + q_t``;
-* ``P_adjoint(w)``: ``torch.func.vjp`` of the same map;
-* ``J(dθ)``, ``J_adjoint(w)``: ``jvp``/``vjp`` with respect to ``θ`` of the step
-  applied to every (trial, step) row at once with the previous states taken
-  from the (detached) trajectory: the *immediate* parameter Jacobian ``G_t``
-  of SPEC §3, ``h_{t-1}`` held fixed;
-* ``K(w) = J(J_adjoint(w))`` (in torch, in the backend's dtype);
-* ``grad(e)``: ``vjp`` of the whole trajectory with respect to ``θ``
-  (PyTorch's backpropagation through time).
+unrolled torch loop, and every operator slot comes from torch's automatic
+differentiation (:func:`kpref.interop.torch.backend` on the step below; the
+derivations are in :mod:`kpref.interop._autodiff`), not from kpref's
+hand-derived products.
 
 Steps: ``Elman``, ``GRU`` and ``LSTM`` call ``torch.nn.RNNCell``/``GRUCell``/
 ``LSTMCell`` through ``torch.func.functional_call`` (so kpref is checked
@@ -28,7 +17,7 @@ catch and locate:
 
 * ``'transposed_weight_hh'``: every ``H×H`` block of ``weight_hh`` is used
   transposed (all operators);
-* ``'adjoint_off_by_one'``: ``P_adjoint`` and ``grad`` run the backward sweep
+* ``'adjoint_off_by_one'``: ``P_adjoint`` and ``grad`` (and so ``NTK``) run the backward sweep
   by hand with ``λ_t = w_t + A_tᵀ λ_{t+1}`` (the Jacobian of step ``t`` instead of
   ``t+1``; harmless, hence invisible, for ``Linear``, whose ``A_t = W`` for all ``t``);
 * ``'gru_dropped_reset'`` (GRU only): ``n = tanh(W_in x + b_in + (W_hn h + b_hn))``,
@@ -39,9 +28,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.func import functional_call, jvp, vjp
+from torch.func import functional_call
 
 import kpref
+import kpref.interop.torch
 
 __all__ = ["TorchBackend", "torch_step", "MUTATIONS", "supports", "sequence_module_simulate"]
 
@@ -135,8 +125,8 @@ def torch_step(cell, dtype, mutation=None):
     raise NotImplementedError(f"no torch step for {cell!r}")
 
 
-class TorchBackend:
-    """The operators of ``(cell, theta, x, h0)`` by ``torch.func``, in the backend format of ``check_backend``.
+class TorchBackend(kpref.interop.torch.TorchBackend):
+    """The operators of ``(cell, theta, x, h0)`` by ``torch.func``: :func:`kpref.interop.torch.backend` on :func:`torch_step`.
 
     Parameters
     ----------
@@ -146,8 +136,8 @@ class TorchBackend:
     x : (B, T, N) array
     h0 : (B, S) array, optional
     dtype : torch.float64 or torch.float32
-        Everything (θ, x, h0, the inputs) is cast to it; answers are NumPy
-        arrays of that dtype.
+        Everything (θ, x, h0, the inputs) is cast to it; answers are torch
+        tensors of that dtype (parameter answers: dicts in kpref's names).
     mutation : str, optional
         One of :data:`MUTATIONS` (see the module notes).
     """
@@ -155,104 +145,29 @@ class TorchBackend:
     def __init__(self, cell, theta, x, h0=None, *, dtype=torch.float64, mutation=None):
         if mutation is not None and mutation not in MUTATIONS:
             raise ValueError(f"mutation: expected None or one of {MUTATIONS}, got {mutation!r}")
-        self.cell, self.mutation = cell, mutation
-        self.torch_dtype = dtype
-        self.dtype = str(dtype).replace("torch.", "")
-        x = np.asarray(x, dtype=np.float64)
-        B, T, _ = x.shape
-        self.shape = (B, T, cell.state_size)
-        named = cell.params_to_torch(theta)
-        self.theta = torch.cat([torch.as_tensor(named[n], dtype=dtype).reshape(-1) for n in cell.param_shapes])
-        self.x = torch.as_tensor(x, dtype=dtype)
-        self.h0 = (torch.zeros(B, cell.state_size, dtype=dtype) if h0 is None
-                   else torch.as_tensor(np.asarray(h0, dtype=np.float64), dtype=dtype))
-        self._step = torch_step(cell, dtype, mutation)
-        self._slices = list(cell.param_slices().items())
-        with torch.no_grad():
-            self._z = self._trajectory(self.theta, torch.zeros(self.shape, dtype=dtype))
-        # rows (b, t) of the immediate Jacobian: previous state h_{t-1} (detached) and input x_t
-        h_prev = torch.cat([self.h0[:, None], self._z[:, :-1]], dim=1)
-        self._h_rows = h_prev.reshape(B * T, -1).detach()
-        self._x_rows = self.x.reshape(B * T, -1)
-
-    # ----------------------------------------------------------- helpers
-    def _params(self, theta):
-        return {name: theta[sl].reshape(self.cell.param_shapes[name]) for name, sl in self._slices}
-
-    def _trajectory(self, theta, q):
-        """``h_t = F(h_{t-1}, x_t; θ) + q_t`` unrolled; returns (B, T, S)."""
-        params = self._params(theta)
-        h, out = self.h0, []
-        for t in range(self.shape[1]):
-            h = self._step(params, h, self.x[:, t]) + q[:, t]
-            out.append(h)
-        return torch.stack(out, dim=1)
-
-    def _immediate(self, theta):
-        """``F(h_{t-1}, x_t; θ)`` at every (trial, step) row with the previous states fixed: (B, T, S)."""
-        return self._step(self._params(theta), self._h_rows, self._x_rows).reshape(self.shape)
-
-    def _tensor(self, a):
-        return torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=self.torch_dtype)
-
-    @staticmethod
-    def _numpy(t):
-        return t.detach().numpy().copy()
-
-    def _zeros(self):
-        return torch.zeros(self.shape, dtype=self.torch_dtype)
-
-    # --------------------------------------------------------- operators
-    def simulate(self):
-        return self._numpy(self._z)
-
-    def P(self, q):
-        return self._numpy(jvp(lambda q_: self._trajectory(self.theta, q_), (self._zeros(),), (self._tensor(q),))[1])
-
-    def _P_adjoint(self, w):
-        if self.mutation == "adjoint_off_by_one":
-            return self._P_adjoint_by_hand(w)
-        _, pullback = vjp(lambda q_: self._trajectory(self.theta, q_), self._zeros())
-        return pullback(w)[0]
+        step = torch_step(cell, dtype, mutation)
+        params = {k: torch.as_tensor(v, dtype=dtype) for k, v in cell.params_to_torch(theta).items()}
+        super().__init__(lambda h, x_, p: step(p, h, x_), cell, params, x, h0)
+        self.mutation = mutation
 
     def _P_adjoint_by_hand(self, w):
         """λ_{T-1} = w_{T-1}, λ_t = w_t + A_{t'}ᵀ λ_{t+1} with t' = t (the bug; correct: t' = t + 1)."""
-        B, T, S = self.shape
-        params = self._params(self.theta)
-        h_prev = self._h_rows.reshape(B, T, S)
+        T = self.shape[1]
         lam = [None] * T
         lam[T - 1] = w[:, T - 1]
         for t in range(T - 2, -1, -1):
-            s = t   # off by one: A_{t+1} is the Jacobian at (h_t, x_{t+1}) = (h_prev[:, t+1], x[:, t+1])
-            _, pullback = vjp(lambda h: self._step(params, h, self.x[:, s]), h_prev[:, s])
-            lam[t] = w[:, t] + pullback(lam[t + 1])[0]
+            lam[t] = w[:, t] + self.A_adjoint(t, lam[t + 1])     # off by one: A_t, not A_{t+1}
         return torch.stack(lam, dim=1)
 
     def P_adjoint(self, w):
-        return self._numpy(self._P_adjoint(self._tensor(w)))
-
-    def _J(self, dtheta):
-        return jvp(self._immediate, (self.theta,), (dtheta,))[1]
-
-    def _J_adjoint(self, w):
-        _, pullback = vjp(self._immediate, self.theta)
-        return pullback(w)[0]
-
-    def J(self, dtheta):
-        return self._numpy(self._J(self._tensor(dtheta)))
-
-    def J_adjoint(self, w):
-        return self._numpy(self._J_adjoint(self._tensor(w)))
-
-    def K(self, w):
-        return self._numpy(self._J(self._J_adjoint(self._tensor(w))))
+        if self.mutation == "adjoint_off_by_one":
+            return self._P_adjoint_by_hand(self._traj_in(w))
+        return super().P_adjoint(w)
 
     def grad(self, e):
-        e = self._tensor(e)
         if self.mutation == "adjoint_off_by_one":
-            return self._numpy(self._J_adjoint(self._P_adjoint_by_hand(e)))
-        _, pullback = vjp(lambda th: self._trajectory(th, self._zeros()), self.theta)
-        return self._numpy(pullback(e)[0])
+            return self._J_adjoint(self._P_adjoint_by_hand(self._traj_in(e)))
+        return super().grad(e)
 
 
 def sequence_module_simulate(cell, theta, x, h0=None, dtype=torch.float64):

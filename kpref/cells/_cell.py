@@ -450,97 +450,19 @@ class Cell(abc.ABC):
     def params_from_torch(self, state_dict):
         """Flat ``theta`` from arrays keyed by torch parameter names.
 
-        Parameters
-        ----------
-        state_dict : mapping name → tensor or array
-            ``module.state_dict()`` of ``torch.nn.RNNCell``/``GRUCell``/``LSTMCell``
-            (names ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``) or of a
-            single-layer, unidirectional ``torch.nn.RNN``/``GRU``/``LSTM`` (the same
-            names with the suffix ``_l0``). Cells without a torch counterpart
-            (``LeakyRNN``, ``Linear``, ``RateODE``, ``ODECell``) use their kpref
-            names (``cell.param_shapes``), with or without ``_l0``. Values are
-            torch tensors (any device; converted by ``.detach().cpu().numpy()``,
-            torch itself is never imported) or NumPy arrays of real floats.
-
-        Returns
-        -------
-        theta : (p,) float64 array
-
-        Raises
-        ------
-        ValueError
-            For keys of another layer or direction (``_l1``, ``_reverse``: build one
-            kpref cell per layer and direction), mixed suffixes, unknown or
-            missing names, and wrong shapes; ``TypeError`` for non-float data.
+        A shim of :func:`kpref.interop.torch.params_from_torch` (``cell`` first
+        there), which documents the names, suffixes and refusals.
         """
-        if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
-            raise TypeError(f"state_dict: expected a mapping name -> tensor or array, got {type(state_dict).__name__}")
-        keys = list(state_dict.keys())
-        for key in keys:
-            if not isinstance(key, str):
-                raise TypeError(f"state_dict: expected string keys, got {key!r}")
-        import re
-
-        other = [k for k in keys if k not in self.param_shapes and re.search(r"(_l[1-9][0-9]*|_reverse)$", k)]
-        if other:
-            raise ValueError(
-                f"state_dict: expected a single-layer, unidirectional state dict (suffix '_l0' or none), got "
-                f"keys of another layer or direction {sorted(other)}; a kpref cell is one layer in one "
-                "direction: build one cell per layer/direction and pass each its own keys with the '_l0' "
-                "suffix renamed"
-            )
-        suffixed = [k for k in keys if k.endswith("_l0")]
-        if suffixed and len(suffixed) != len(keys):
-            raise ValueError(
-                f"state_dict: expected every key with the suffix '_l0' or none, got a mixture: "
-                f"{sorted(suffixed)} and {sorted(set(keys) - set(suffixed))}"
-            )
-        suffix = "_l0" if suffixed else ""
-        params = {}
-        for key in keys:
-            params[key[: len(key) - len(suffix)]] = _torch_free_array(f"state_dict[{key!r}]", state_dict[key])
-        unknown = sorted(set(params) - set(self.param_shapes))
-        missing = [n for n in self.param_shapes if n not in params]
-        if unknown or missing:
-            expected = [n + suffix for n in self.param_shapes]
-            raise ValueError(
-                f"state_dict: expected exactly the keys {expected} for {self!r}, got unknown "
-                f"{[u + suffix for u in unknown]} and missing {[m + suffix for m in missing]} (strip any "
-                "module prefix such as 'rnn.' first)"
-            )
-        out = np.empty(self.num_params)
-        for name, (a, b) in self._offsets.items():
-            key = name + suffix
-            out[a:b] = as_real_array(f"state_dict[{key!r}]", params[name], self.param_shapes[name]).ravel()
-        return out
+        from ..interop._names import params_from_torch
+        return params_from_torch(self, state_dict)
 
     def params_to_torch(self, theta, suffix=""):
         """Arrays keyed by torch names from a flat ``theta``: the inverse of :meth:`params_from_torch`.
 
-        Parameters
-        ----------
-        theta : (p,) array
-        suffix : {'', '_l0'}
-            ``''`` for ``torch.nn.RNNCell``/``GRUCell``/``LSTMCell``, ``'_l0'`` for a
-            single-layer ``torch.nn.RNN``/``GRU``/``LSTM``.
-
-        Returns
-        -------
-        dict name → float64 ndarray
-            Fresh C-contiguous copies (changing them does not change ``theta``).
-            Load into torch (which kpref never imports) with::
-
-                sd = {k: torch.from_numpy(v) for k, v in cell.params_to_torch(theta, "_l0").items()}
-                module = torch.nn.GRU(N, H, batch_first=True).double()
-                module.load_state_dict(sd)
-
-            (``.double()`` first: ``load_state_dict`` copies into the module's dtype.)
+        A shim of :func:`kpref.interop.torch.params_to_torch`.
         """
-        theta = self.check_theta(theta)
-        if not isinstance(suffix, str) or suffix not in self.torch_suffixes:
-            raise ValueError(f"suffix: expected one of {', '.join(map(repr, self.torch_suffixes))}, got {suffix!r}")
-        return {name + suffix: np.array(view, dtype=np.float64, order="C", copy=True)
-                for name, view in self._views(theta).items()}
+        from ..interop._names import params_to_torch
+        return params_to_torch(self, theta, suffix)
 
 
 class TorchConventionCell(Cell):
@@ -577,15 +499,3 @@ class TorchConventionCell(Cell):
         b_hh = p["bias_hh"] if self.bias else zero
         return (np.ascontiguousarray(p["weight_ih"]), np.ascontiguousarray(p["weight_hh"]),
                 np.ascontiguousarray(b_ih), np.ascontiguousarray(b_hh))
-
-
-def _torch_free_array(name, value):
-    """A NumPy view of a torch tensor (detached, on the CPU) or ``value`` itself, without importing torch."""
-    if isinstance(value, np.ndarray):
-        return value
-    if all(hasattr(value, attr) for attr in ("detach", "cpu", "numpy")):
-        tensor = value.detach().cpu()
-        if str(getattr(tensor, "dtype", "")) == "torch.bfloat16":
-            tensor = tensor.float()   # NumPy has no bfloat16; float32 holds every bfloat16 exactly
-        return tensor.numpy()
-    return value   # lists and other array-likes: as_real_array judges them

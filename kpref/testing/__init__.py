@@ -5,12 +5,16 @@
 * :func:`complex_step` — a derivative to rounding, for analytic functions.
 * :func:`richardson` — an extrapolated central difference with an error estimate.
 * :func:`check_backend` → :class:`Report` — every operator of another
-  implementation (torch, JAX, a GPU kernel) against kpref's, with budgets
-  and the worst entry decoded.
+  implementation (torch, JAX, a GPU kernel) against kpref's, with budgets,
+  the worst entry decoded, every step over budget and named hints;
 * :func:`check_field` — a user's ODE vector field against itself (tangents
   against differences of ``f``, adjoints by dot tests), naming the culprit.
 * :func:`verify_cell` — every check of ``python -m kpref verify`` on one cell
   (a new cell's acceptance test): rows ``(check, name, size, worst, threshold)``.
+* :func:`check_operator` — any backend callable against any kpref
+  ``LinearOperator`` (partial traces, marginal sums, ...), the same way;
+* :func:`as_operator` — a backend callable as a ``LinearOperator``
+  (for :mod:`kpref.analysis`, :func:`kpref.todense`).
 * :mod:`kpref.testing.strategies` — hypothesis strategies drawing kpref problems
   (also importable as :mod:`kpref.strategies`).
 
@@ -24,8 +28,8 @@ from ._backend import (OPERATORS, OperatorCheck, Report, check_backend, describe
                        reference_backend)
 from ._verify import run_verify, verify_cell
 from ._field import check_field
+from ._operator import as_operator, check_operator
 
 __all__ = ["dottest", "dottest_pair", "taylor_test", "complex_step", "richardson",
-           "check_backend", "Report", "OperatorCheck", "reference_backend", "OPERATORS", "describe_param_index", "describe_state_index",
-           "verify_cell", "run_verify",
-           "check_field"]
+           "check_backend", "Report", "OperatorCheck", "reference_backend", "OPERATORS", "describe_param_index",
+           "describe_state_index", "check_operator", "as_operator", "verify_cell", "run_verify", "check_field"]
