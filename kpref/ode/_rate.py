@@ -37,6 +37,7 @@ import numpy as np
 
 from .._checks import check_bool, check_positive_float, check_positive_int
 from .._jit import njit
+from ..cells._leaky import _tanh_prepare
 from ._field import VectorField
 from ._ode import ODECell
 
@@ -52,12 +53,6 @@ def _rate_f(w_hh, w_ih, b, tau, z, x):
         for i in range(H):
             out[m, i] = (a[m, i] + b[i] - z[m, i]) / tau
     return out
-
-
-@njit
-def _rate_prepare(z):
-    t = np.tanh(z)
-    return t, 1.0 - t * t
 
 
 @njit
@@ -155,7 +150,7 @@ class RateField(VectorField):
 
     # ---- block hooks (what ODECell calls)
     def prepare_rows(self, z, x, params):
-        return _rate_prepare(np.ascontiguousarray(z))
+        return _tanh_prepare(np.ascontiguousarray(z))   # (tanh z, d = 1 − tanh² z)
 
     def f_rows(self, z, x, params):
         w_hh, w_ih, b = self._weights(params)
