@@ -18,6 +18,13 @@ Traces (:mod:`kpref.analysis._traces`)
 Axes of trajectory space (:mod:`kpref.analysis._partial_trace`)
     :func:`partial_trace`, :func:`marginal_sum` (KPFlow's "partial trace"),
     :func:`effective_dimension`, :func:`effective_dimensions`.
+K's per-unit blocks (:mod:`kpref.analysis._unit_blocks`)
+    :func:`unit_blocks` → :class:`KBlocks` (also ``lin.K_blocks()``): ``K`` is
+    a direct sum of one block per hidden unit for every discrete built-in
+    cell, so the exact methods above (``method='auto'``/``'exact'``) take
+    ``K``'s spectrum, traces, ranks, partial traces, effective dimensions and
+    alignments through the blocks at any size; ``KBlocks.eigenpairs`` gives
+    its top eigenvectors shaped (k, B, T, S).
 Dynamics (:mod:`kpref.analysis._lyapunov`)
     :func:`lyapunov_spectrum`, :func:`kaplan_yorke_dimension`.
 
@@ -57,6 +64,7 @@ from ._spectral import (
     variance_rank,
 )
 from ._traces import alignment, frobenius_norm, trace
+from ._unit_blocks import BlockDiagonalOperator, KBlocks, UnitSite, unit_blocks
 
 __all__ = [
     "spectrum",
@@ -75,4 +83,8 @@ __all__ = [
     "lyapunov_spectrum",
     "kaplan_yorke_dimension",
     "block_lanczos",
+    "unit_blocks",
+    "KBlocks",
+    "UnitSite",
+    "BlockDiagonalOperator",
 ]

@@ -62,6 +62,7 @@ from scipy.sparse.linalg import LinearOperator, eigsh, svds
 from .._checks import as_generator, check_choice, check_memory, check_positive_float, check_positive_int
 from ..operators._input import as_operator, materialize, symmetric_part_checked
 from ._traces import TraceTarget, check_method, direct_target, estimate, gram_target
+from ._unit_blocks import BlockDiagonalOperator, structure_of
 
 __all__ = [
     "spectrum",
@@ -240,6 +241,21 @@ def _dense_symmetric(chk, memory_limit):
     return symmetric_part_checked(chk.name, materialize(chk, memory_limit))
 
 
+def _block_eigenvalues(chk, k, which, required=False):
+    """Eigenvalues through per-unit blocks (``K`` or a block-diagonal reduction), or ``None`` without them."""
+    if isinstance(chk.op, BlockDiagonalOperator):
+        lam = np.concatenate([np.linalg.eigvalsh(b) for b in chk.op.blocks])
+        lam = lam[_order(lam, which)]
+        return lam if k is None else lam[:k].copy()
+    kb = structure_of(chk.op, required=required, name=chk.name)
+    return None if kb is None else kb.eigenvalues(k, which)
+
+
+def _block_structure(chk, method):
+    """The K blocks behind ``chk`` for an exact method, else ``None``."""
+    return structure_of(chk.op) if method == "exact" else None
+
+
 # ------------------------------------------------------------------------------- public
 
 
@@ -255,9 +271,13 @@ def spectrum(op, k=None, which="LA", *, method="auto", tol=1e-10, block_size=Non
     which : {'LA', 'SA', 'LM'}
         Largest algebraic (default), smallest algebraic, largest magnitude;
         also the order of the result (first = most extreme).
-    method : {'auto', 'dense', 'lanczos', 'arpack'}
-        ``'auto'``: dense when ``k`` is ``None`` or the dimension is at most
-        :data:`DENSE_MAX_SIZE` (2000), block Lanczos otherwise.
+    method : {'auto', 'blocks', 'dense', 'lanczos', 'arpack'}
+        ``'auto'``: exact through the per-unit blocks when ``op`` is a
+        linearization's ``K`` whose cell has them (or a partial trace of one:
+        :mod:`kpref.analysis._unit_blocks`), at any size and for any ``k``;
+        otherwise dense when ``k`` is ``None`` or the dimension is at most
+        :data:`DENSE_MAX_SIZE` (2000), block Lanczos otherwise. ``'blocks'``
+        requires the block route (raises, naming the cell, without it).
     tol : float
         Lanczos/ARPACK relative residual tolerance (eigenvalues within
         ``tol · max|λ|``).
@@ -275,9 +295,12 @@ def spectrum(op, k=None, which="LA", *, method="auto", tol=1e-10, block_size=Non
     chk = as_operator("op", op, square=True)
     n = chk.shape[0]
     check_choice("which", which, _WHICH)
-    check_choice("method", method, ("auto", "dense", "lanczos", "arpack"))
+    check_choice("method", method, ("auto", "blocks", "dense", "lanczos", "arpack"))
     k = _check_k(k, n)
-    if method == "auto":
+    if method in ("auto", "blocks"):
+        lam = _block_eigenvalues(chk, k, which, required=method == "blocks")
+        if lam is not None:
+            return lam
         method = "dense" if (k is None or n <= DENSE_MAX_SIZE) else "lanczos"
     if k is None and method != "dense":
         raise ValueError(f"k: expected an integer with method={method!r} (all eigenvalues need method='dense')")
@@ -303,9 +326,11 @@ def singular_values(op, k=None, *, method="auto", tol=1e-10, block_size=None, ma
     op : LinearOperator, 2-D float array or sparse matrix
     k : int, optional
         ``None`` returns all ``min(n_out, n_in)`` of them.
-    method : {'auto', 'dense', 'lanczos', 'arpack'}
-        ``'auto'``: dense when ``k`` is ``None`` or the smaller dimension is at
-        most :data:`DENSE_MAX_SIZE`; ``'lanczos'``: block Lanczos on the Gram
+    method : {'auto', 'blocks', 'dense', 'lanczos', 'arpack'}
+        ``'auto'``: exact through the per-unit blocks for a linearization's
+        ``K`` that has them (``σ = |λ|``; see :func:`spectrum`), else dense
+        when ``k`` is ``None`` or the smaller dimension is at most
+        :data:`DENSE_MAX_SIZE`; ``'lanczos'``: block Lanczos on the Gram
         operator of the smaller side (``σ² = θ``; relative accuracy of ``σ_i``
         about ``tol · σ_max² / (2 σ_i²)``); ``'arpack'``: ``scipy.sparse.linalg.svds``.
     tol, block_size, max_basis, rng, memory_limit
@@ -314,9 +339,13 @@ def singular_values(op, k=None, *, method="auto", tol=1e-10, block_size=None, ma
     chk = as_operator("op", op)
     n_out, n_in = chk.shape
     small = min(n_out, n_in)
-    check_choice("method", method, ("auto", "dense", "lanczos", "arpack"))
+    check_choice("method", method, ("auto", "blocks", "dense", "lanczos", "arpack"))
     k = _check_k(k, small)
-    if method == "auto":
+    if method in ("auto", "blocks"):
+        lam = _block_eigenvalues(chk, None, "LM", required=method == "blocks")
+        if lam is not None:      # symmetric: σ = |λ|
+            s = np.sort(np.abs(lam))[::-1]
+            return s if k is None else s[:k].copy()
         method = "dense" if (k is None or small <= DENSE_MAX_SIZE) else "lanczos"
     if k is None and method != "dense":
         raise ValueError(f"k: expected an integer with method={method!r} (all singular values need method='dense')")
@@ -351,7 +380,8 @@ def participation_ratio(op, method="exact", n_probes=None, rng=None, *, return_e
     method : {'exact', 'hutchinson', 'hutch++', 'xtrace'}
         ``'exact'`` materializes ``op`` and uses its eigenvalues (and refuses
         a non-symmetric operator or one with an eigenvalue below
-        ``−1e-8 · max|λ|``); the randomized methods estimate ``tr M`` and
+        ``−1e-8 · max|λ|``); for a linearization's ``K`` with per-unit
+        blocks it is ``(tr K)²/‖K‖_F²`` through them, at any size; the randomized methods estimate ``tr M`` and
         ``tr(M²)`` with ``n_probes`` products each (module notes).
     n_probes, rng, return_error, memory_limit
         As in :func:`kpref.analysis.trace`.
@@ -362,6 +392,10 @@ def participation_ratio(op, method="exact", n_probes=None, rng=None, *, return_e
     """
     chk = as_operator("op", op, square=True)
     n_probes, gen = check_method(method, n_probes, rng)
+    kb = _block_structure(chk, method)
+    if kb is not None:       # (tr K)² / ‖K‖_F², no eigenvalues needed
+        value = kb.trace() ** 2 / kb.frobenius_sq()
+        return (value, 0.0) if return_error else value
     if method == "exact":
         lam = np.linalg.eigvalsh(_dense_symmetric(chk, memory_limit))
         top = np.abs(lam).max()
@@ -388,7 +422,8 @@ def effective_rank(op, method="exact", n_probes=None, rng=None, *, return_error=
     ----------
     op : LinearOperator, 2-D float array or sparse matrix
     method : {'exact', 'hutchinson', 'hutch++', 'xtrace'}
-        ``'exact'``: dense SVD. Randomized: ``tr(AᵀA)`` (Gram form, ``C = A``)
+        ``'exact'``: dense SVD (for a linearization's ``K`` with per-unit
+        blocks: the blocks' spectra, at any size). Randomized: ``tr(AᵀA)`` (Gram form, ``C = A``)
         and ``tr((AᵀA)²)`` (Gram form, ``C = AᵀA``) with ``n_probes`` products
         of each ``M`` (module notes); ``op`` must provide ``rmatmat``.
     n_probes, rng, return_error, memory_limit
@@ -409,6 +444,11 @@ def effective_rank(op, method="exact", n_probes=None, rng=None, *, return_error=
     """
     chk = as_operator("op", op)
     n_probes, gen = check_method(method, n_probes, rng)
+    kb = _block_structure(chk, method)
+    if kb is not None:       # σ² = λ² from the blocks' spectra
+        lam2 = kb.eigenvalues() ** 2
+        value = float(lam2.sum() ** 2 / np.sum(lam2 * lam2))
+        return (value, 0.0) if return_error else value
     if method == "exact":
         s2 = np.linalg.svd(materialize(chk, memory_limit), compute_uv=False) ** 2
         if s2[0] == 0.0:
@@ -424,7 +464,9 @@ def effective_rank(op, method="exact", n_probes=None, rng=None, *, return_error=
 
 
 def variance_rank(op, q=0.95, *, memory_limit=None):
-    """Variance rank ``r_q(A)``: the smallest ``k`` with ``Σ_{i≤k} σ_i² ≥ q Σ_i σ_i²`` (dense SVD).
+    """Variance rank ``r_q(A)``: the smallest ``k`` with ``Σ_{i≤k} σ_i² ≥ q Σ_i σ_i²``.
+
+    Dense SVD; for a linearization's ``K`` with per-unit blocks, the blocks' spectra.
 
     Parameters
     ----------
@@ -436,7 +478,11 @@ def variance_rank(op, q=0.95, *, memory_limit=None):
     """
     chk = as_operator("op", op)
     q = check_positive_float("q", q, upper=1.0)
-    s2 = np.linalg.svd(materialize(chk, memory_limit), compute_uv=False) ** 2
+    kb = structure_of(chk.op)
+    if kb is not None:
+        s2 = np.sort(kb.eigenvalues() ** 2)[::-1]
+    else:
+        s2 = np.linalg.svd(materialize(chk, memory_limit), compute_uv=False) ** 2
     if s2[0] == 0.0:
         raise ValueError("op: the variance rank of the zero operator is undefined")
     cum = np.cumsum(s2)
