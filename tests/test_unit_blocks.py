@@ -278,3 +278,54 @@ def test_block_route_matches_block_lanczos_at_medium_size():
     lanczos = analysis.spectrum(lin.K, 10, method="lanczos", rng=0, tol=1e-10)
     # Lanczos: each Ritz value within its residual ≤ tol·max|θ| of an eigenvalue (module notes of _spectral)
     assert np.abs(exact - lanczos).max() <= 1e-10 * exact[0]
+
+
+# ------------------------------------------------------------- P per trial, block Lanczos
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm", "rate_rk4"])
+def test_propagator_singular_values_per_trial(name):
+    lin = _problem(name, B=3, T=4, H=3)
+    P = kpref.todense(lin.P)
+    sv = analysis.propagator_singular_values(lin)
+    B, T, S = lin.shape
+    assert sv.shape == (B, T * S)
+    ref = np.linalg.svd(P, compute_uv=False)
+    assert np.abs(np.sort(sv.ravel())[::-1] - ref).max() <= RTOL * ref[0]
+    for b in range(B):       # each row is its own trial's block
+        blk = P[b * T * S:(b + 1) * T * S, b * T * S:(b + 1) * T * S]
+        assert np.abs(sv[b] - np.linalg.svd(blk, compute_uv=False)).max() <= RTOL * ref[0]
+    with pytest.raises(MemoryError, match="one trial's block of P"):
+        analysis.propagator_singular_values(lin, memory_limit=8 * (T * S) ** 2)
+
+
+@pytest.mark.parametrize("orthogonalization", ["local+1", "cgs2"])
+def test_block_lanczos_orthogonalizations_agree_with_dense(orthogonalization):
+    """Both orthogonalization routes, on a spectrum with a cluster and a rank-deficient operator (SVD branch)."""
+    rng = np.random.default_rng(7)
+    n = 300
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    lam = np.concatenate([[5.0, 5.0, 5.0, 4.0], np.linspace(3.0, 0.0, n - 4)])
+    M = (Q * lam) @ Q.T
+    low = Q[:, :6] @ np.diag([6.0, 5.0, 4.0, 3.0, 2.0, 1.0]) @ Q[:, :6].T   # rank 6: an invariant subspace
+    for A, k in ((M, 8), (low, 5)):
+        ref = np.linalg.eigvalsh(A)[::-1][:k]
+        res = analysis.block_lanczos(lambda X: A @ X, n, k, "LA", block_size=4, rng=1,
+                                     orthogonalization=orthogonalization)
+        assert np.abs(res.values - ref).max() <= 1e-9 * ref[0]
+        assert res.residual_norms.max() <= 1e-10 * ref[0]
+        assert np.abs(res.vectors.T @ res.vectors - np.eye(k)).max() <= 1e-10
+    with pytest.raises(ValueError, match="orthogonalization"):
+        analysis.block_lanczos(lambda X: M @ X, n, 3, orthogonalization="mgs")
+
+
+def test_block_eigenvalues_with_worker_threads():
+    lin = _problem("gru", B=3, T=8, H=5)
+    serial = lin.K_blocks().eigenvalues()
+    threaded = KBlocks(*(lambda kb: (kb.shape, kb.units, kb.sites))(lin.K_blocks()))
+    threaded.workers = 2
+    assert np.array_equal(threaded.eigenvalues(), serial)      # the same LAPACK calls, block by block
+    bad = KBlocks(threaded.shape, threaded.units, threaded.sites)
+    bad.workers = 0
+    with pytest.raises(ValueError, match="workers"):
+        bad.eigenvalues()

@@ -25,6 +25,9 @@ K's per-unit blocks (:mod:`kpref.analysis._unit_blocks`)
     ``K``'s spectrum, traces, ranks, partial traces, effective dimensions and
     alignments through the blocks at any size; ``KBlocks.eigenpairs`` gives
     its top eigenvectors shaped (k, B, T, S).
+``P`` per trial (:mod:`kpref.analysis._propagator`)
+    :func:`propagator_singular_values`: exact ``σ(P_b)`` of every trial's
+    block (``P`` is block diagonal in the batch) where ``B·T·S²`` fits.
 Dynamics (:mod:`kpref.analysis._lyapunov`)
     :func:`lyapunov_spectrum`, :func:`kaplan_yorke_dimension`.
 
@@ -65,6 +68,7 @@ from ._spectral import (
 )
 from ._traces import alignment, frobenius_norm, trace
 from ._unit_blocks import BlockDiagonalOperator, KBlocks, UnitSite, unit_blocks
+from ._propagator import propagator_singular_values
 
 __all__ = [
     "spectrum",
@@ -87,4 +91,5 @@ __all__ = [
     "KBlocks",
     "UnitSite",
     "BlockDiagonalOperator",
+    "propagator_singular_values",
 ]

@@ -21,11 +21,16 @@ kpref operator applies a whole block of vectors in one sweep over time: every
 product is ``op.matmat`` on ``b`` vectors (default ``b = min(max(⌈k/2⌉, 4), 32)``).
 
 1. ``P₀`` = orth(Gaussian ``n × b``). Repeat: append the pending block ``P``
-   to the basis ``V``; compute ``AP``; orthogonalize it against all of ``V``
-   twice (full reorthogonalization) — the coefficients fill the projected
-   matrix ``H = VᵀAV`` — and orthonormalize the rest into the next pending
-   block, ``AP − V C = P_next R`` (rank-deficient directions, e.g. an
-   invariant subspace found, are replaced by random ones).
+   to the basis ``V``; compute ``AP``; orthogonalize it against the blocks
+   it couples to in exact arithmetic (the previous and the current block,
+   and after a restart the kept Ritz vectors), then once more against all of
+   ``V`` (one reorthogonalization pass: full reorthogonalization with two
+   passes over the basis) — the coefficients fill the projected matrix
+   ``H = VᵀAV`` — and orthonormalize the rest into the next pending block,
+   ``AP − V C = P_next R``, by Cholesky QR twice (rank-deficient or
+   ill-conditioned blocks, e.g. an invariant subspace found, go through an
+   SVD and their null directions are replaced by random ones).
+   ``orthogonalization='cgs2'`` is the earlier route (two full passes, SVD).
 2. Rayleigh–Ritz: ``H Y = Y Θ``. The relation ``A V = V H + P_next R E_lastᵀ``
    gives each Ritz pair's residual norm, ``‖R Y[last block, i]‖``, for free.
 3. When the ``k`` wanted residuals are below ``tol · max|θ|`` the Ritz vectors
@@ -104,7 +109,7 @@ def _order(theta, which):
 
 
 def _orthonormal_block(W, V, b, rng, drop):
-    """``W = P R`` with ``P`` (n, b) orthonormal and ⊥ ``V``; directions below ``drop`` replaced by random ones."""
+    """``W = P R`` with ``P`` (n, b) orthonormal and ⊥ ``V``; directions below ``drop`` replaced by random ones (SVD)."""
     U, s, Vt = np.linalg.svd(W, full_matrices=False)
     r = int(np.sum(s > drop))
     P = np.empty((W.shape[0], b))
@@ -120,8 +125,34 @@ def _orthonormal_block(W, V, b, rng, drop):
     return P, R
 
 
+#: CholQR2 is used while the block's condition number is below this (its loss of orthogonality is
+#: O(ε·cond²) after one pass and O(ε) after the second for cond ≲ ε^{-1/2}; Yamamoto et al. 2015).
+_CHOLQR_MAX_COND = 1e6
+
+
+def _cholqr2_block(W, V, b, rng, drop):
+    """``W = P R`` by Cholesky QR twice (BLAS-3: two ``b × b`` Grams and two products), or the SVD route.
+
+    The Gram ``WᵀW`` gives the singular values of ``W``: a rank-deficient or
+    ill-conditioned block (an invariant subspace found, ``σ_min ≤ drop`` or
+    ``σ_max/σ_min > 1e6``) takes :func:`_orthonormal_block` instead — the same
+    result (an orthonormal ``P ⊥ V`` and ``R``), computed by SVD.
+    """
+    G = W.T @ W
+    ev = np.linalg.eigvalsh(0.5 * (G + G.T))
+    smin, smax = np.sqrt(max(ev[0], 0.0)), np.sqrt(max(ev[-1], 0.0))
+    if smin <= drop or smax > _CHOLQR_MAX_COND * smin:
+        return _orthonormal_block(W, V, b, rng, drop)
+    R1 = np.linalg.cholesky(0.5 * (G + G.T)).T          # G = R1ᵀ R1, R1 upper
+    Q = W @ np.linalg.inv(R1)
+    G2 = Q.T @ Q
+    R2 = np.linalg.cholesky(0.5 * (G2 + G2.T)).T
+    P = Q @ np.linalg.inv(R2)
+    return P, R2 @ R1
+
+
 def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, tol=1e-10,
-                  max_restarts=500, rng=None, memory_limit=None):
+                  max_restarts=500, rng=None, memory_limit=None, orthogonalization="local+1"):
     """Thick-restart block Lanczos for ``k`` extreme eigenpairs of a symmetric operator.
 
     Parameters
@@ -146,6 +177,15 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
         Starting block.
     memory_limit : int, optional
         Bytes the basis (``n × max_basis``) may take.
+    orthogonalization : {'local+1', 'cgs2'}
+        ``'local+1'`` (default): the new block ``A P`` is orthogonalized
+        against the blocks it couples to in exact arithmetic (the previous
+        and current blocks; after a restart, the kept Ritz vectors too), then
+        once against the whole basis (one reorthogonalization pass: two
+        passes over the basis instead of four), and orthonormalized by
+        Cholesky QR twice (BLAS-3). ``'cgs2'``: the route before issue 17 —
+        two full classical Gram–Schmidt passes and an SVD of the block.
+        Both give the same Ritz values to the tolerance.
 
     Returns
     -------
@@ -153,6 +193,7 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
         The algorithm is in the notes of :mod:`kpref.analysis._spectral`.
     """
     rng = as_generator(rng)
+    check_choice("orthogonalization", orthogonalization, ("local+1", "cgs2"))
     tol = check_positive_float("tol", tol)
     if tol < 1e-14:
         raise ValueError(f"tol: expected at least 1e-14 (rounding limits the residual), got {tol}")
@@ -174,19 +215,28 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
     H = np.zeros((max_basis, max_basis))
     P, _ = _orthonormal_block(rng.standard_normal((n, b)), V[:, :0], b, rng, 0.0)
     m = 0
+    local = 0                # first basis column A P couples to in exact arithmetic
     products = 0
     restarts = 0
     scale = 0.0
+    new_block = _cholqr2_block if orthogonalization == "local+1" else _orthonormal_block
     while True:
         AP = np.asarray(matmat(P), dtype=np.float64)
         products += b
         V[:, m:m + b] = P
         Vb = V[:, :m + b]
-        C = Vb.T @ AP
-        W = AP - Vb @ C
-        C2 = Vb.T @ W            # second pass of classical Gram–Schmidt
+        if orthogonalization == "local+1":
+            Vl = V[:, local:m + b]
+            C = np.zeros((m + b, b))
+            C[local:] = Vl.T @ AP          # the recurrence's own coefficients
+            W = AP - Vl @ C[local:]
+        else:
+            C = Vb.T @ AP                  # first full pass of classical Gram–Schmidt
+            W = AP - Vb @ C
+        C2 = Vb.T @ W                      # one reorthogonalization pass against the whole basis
         W -= Vb @ C2
         C += C2
+        local = m
         H[:m, m:m + b] = C[:m]
         H[m:m + b, :m] = C[:m].T
         H[m:m + b, m:m + b] = 0.5 * (C[m:] + C[m:].T)
@@ -195,7 +245,7 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
         order = _order(theta, which)
         theta, Y = theta[order], Y[:, order]
         scale = max(scale, float(np.abs(theta).max()), float(np.linalg.norm(AP, axis=0).max()))
-        P, R = _orthonormal_block(W, Vb, b, rng, 1e-13 * max(scale, np.finfo(float).tiny))
+        P, R = new_block(W, Vb, b, rng, 1e-13 * max(scale, np.finfo(float).tiny))
         threshold = tol * scale
         estimated = np.linalg.norm(R @ Y[m - b:m, :k], axis=0)
         if np.all(estimated <= threshold):
@@ -217,6 +267,7 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
             H[:] = 0.0
             H[np.arange(keep), np.arange(keep)] = theta[:keep]
             m = keep
+            local = 0            # the next block couples to every kept Ritz vector
             restarts += 1
 
 

@@ -259,6 +259,8 @@ class KBlocks:
         ``min(f, n·P)``.
     sites : list of UnitSite
     cell_name : str
+    workers : int
+        Threads for the per-block factorizations (default 1; settable).
     """
 
     def __init__(self, shape, units, sites, *, cell_name="cell", memory_limit=None):
@@ -288,6 +290,7 @@ class KBlocks:
         self.block_size = min(self.fan_in, self.rows)
         self._grams = None
         self._eig = None
+        self.workers = 1
 
     def __repr__(self):
         B, T, S = self.shape
@@ -347,9 +350,23 @@ class KBlocks:
 
     # ------------------------------------------------------------ spectra
     def block_eigenvalues(self):
-        """Eigenvalues of every block, ascending, (H, block_size) (cached)."""
+        """Eigenvalues of every block, ascending, (H, block_size) (cached).
+
+        With ``workers > 1`` the blocks are formed and factorized by that many
+        threads (LAPACK releases the GIL; run with one BLAS thread,
+        e.g. ``OPENBLAS_NUM_THREADS=1``, or the threads oversubscribe the cores).
+        """
+        workers = check_positive_int("workers", self.workers)
         if self._eig is None:
-            self._eig = np.stack([np.linalg.eigvalsh(self.block(u)) for u in range(self.units)])
+            def one(u):
+                return np.linalg.eigvalsh(self.block(u))
+            if workers > 1:
+                from concurrent.futures import ThreadPoolExecutor
+                with ThreadPoolExecutor(workers) as pool:
+                    values = list(pool.map(one, range(self.units)))
+            else:
+                values = [one(u) for u in range(self.units)]
+            self._eig = np.stack(values)
         return self._eig
 
     def eigenvalues(self, k=None, which="LA"):
