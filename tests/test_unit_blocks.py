@@ -329,3 +329,13 @@ def test_block_eigenvalues_with_worker_threads():
     bad.workers = 0
     with pytest.raises(ValueError, match="workers"):
         bad.eigenvalues()
+
+
+@pytest.mark.parametrize("B, T", [(1, 3), (3, 8)])     # trajectory and fan-in forms (GRU, N=2, H=2)
+def test_power_sums_without_eigenvalues(B, T):
+    lin = _problem("gru", B=B, T=T, H=2)
+    kb = lin.K_blocks()
+    fresh = KBlocks(kb.shape, kb.units, kb.sites)
+    s2, s4 = fresh.power_sums()                      # block products, no spectrum cached
+    lam = np.linalg.eigvalsh(kpref.todense(lin.K))
+    assert abs(s2 - np.sum(lam**2)) <= RTOL * s2 and abs(s4 - np.sum(lam**4)) <= RTOL * s4

@@ -389,6 +389,30 @@ class KBlocks:
         lam = lam[order]
         return lam.copy() if k is None else lam[:k].copy()
 
+    def power_sums(self):
+        """``(Σλ², Σλ⁴) = (Σ_u ‖X_u‖_F², Σ_u ‖X_u²‖_F²)`` over the blocks ``X_u`` (no eigenvalues; cached spectrum if any).
+
+        ``K_u`` and ``M_u = F_uᵀF_u`` share their nonzero eigenvalues, so the
+        sums are the same in either form; one block product per unit (BLAS-3),
+        cheaper than the eigenvalues (tridiagonalization is half BLAS-2).
+        """
+        if self._eig is not None:
+            lam2 = self._eig ** 2
+            return float(lam2.sum()), float(np.sum(lam2 * lam2))
+        workers = check_positive_int("workers", self.workers)
+
+        def one(u):
+            X = self.block(u)
+            X2 = X @ X
+            return float(np.sum(X * X)), float(np.sum(X2 * X2))
+        if workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(workers) as pool:
+                parts = list(pool.map(one, range(self.units)))
+        else:
+            parts = [one(u) for u in range(self.units)]
+        return float(sum(p[0] for p in parts)), float(sum(p[1] for p in parts))
+
     def eigenpairs(self, k):
         """The ``k`` largest eigenvalues of ``K`` and their eigenvectors shaped (k, B, T, S).
 
