@@ -91,15 +91,27 @@ class UnitSite(NamedTuple):
 
 
 @njit
+def _unit_entries(G, d, i, j, p, p2, out):
+    """``out[u] = K_u[(i,p),(j,p2)] = Σ_s G[s,i,j] Σ_q d[s,i,p,q,u] d[s,j,p2,q,u]`` for every unit ``u``."""
+    for u in range(out.size):
+        out[u] = 0.0
+    for s in range(d.shape[0]):
+        g = G[s, i, j]
+        for q in range(d.shape[3]):
+            a = d[s, i, p, q]
+            b = d[s, j, p2, q]
+            for u in range(out.size):
+                out[u] += g * a[u] * b[u]
+
+
+@njit
 def _inner_kernel(GA, dA, GB, dB, same):
     """``Σ_u ⟨K_u^A, K_u^B⟩_F`` from stacked Grams (s, n, n) and d (s, n, P, G, H) (module notes).
 
     Loops ``i ≥ j`` (weight 2 off the diagonal); the innermost loops run over
     the units ``u`` (contiguous), accumulating per unit and per row ``i``.
     """
-    nsA, n, P, GA_, H = dA.shape
-    nsB = dB.shape[0]
-    GB_ = dB.shape[3]
+    n, P, H = dA.shape[1], dA.shape[2], dA.shape[4]
     ka = np.empty(H)
     kb = np.empty(H)
     acc = np.empty(H)
@@ -111,30 +123,11 @@ def _inner_kernel(GA, dA, GB, dB, same):
             w = 1.0 if i == j else 2.0
             for p in range(P):
                 for p2 in range(P):
+                    _unit_entries(GA, dA, i, j, p, p2, ka)
+                    if not same:
+                        _unit_entries(GB, dB, i, j, p, p2, kb)
                     for u in range(H):
-                        ka[u] = 0.0
-                    for s in range(nsA):
-                        g = GA[s, i, j]
-                        for q in range(GA_):
-                            a = dA[s, i, p, q]
-                            b = dA[s, j, p2, q]
-                            for u in range(H):
-                                ka[u] += g * a[u] * b[u]
-                    if same:
-                        for u in range(H):
-                            acc[u] += w * ka[u] * ka[u]
-                    else:
-                        for u in range(H):
-                            kb[u] = 0.0
-                        for s in range(nsB):
-                            g = GB[s, i, j]
-                            for q in range(GB_):
-                                a = dB[s, i, p, q]
-                                b = dB[s, j, p2, q]
-                                for u in range(H):
-                                    kb[u] += g * a[u] * b[u]
-                        for u in range(H):
-                            acc[u] += w * ka[u] * kb[u]
+                        acc[u] += w * ka[u] * (ka[u] if same else kb[u])
         row = 0.0
         for u in range(H):
             row += acc[u]
@@ -349,6 +342,15 @@ class KBlocks:
         return F.T @ F
 
     # ------------------------------------------------------------ spectra
+    def _map_units(self, fn):
+        """``[fn(u) for u in units]``, on :attr:`workers` threads when above 1 (BLAS/LAPACK release the GIL)."""
+        workers = check_positive_int("workers", self.workers)
+        if workers == 1:
+            return [fn(u) for u in range(self.units)]
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(fn, range(self.units)))
+
     def block_eigenvalues(self):
         """Eigenvalues of every block, ascending, (H, block_size) (cached).
 
@@ -356,17 +358,8 @@ class KBlocks:
         threads (LAPACK releases the GIL; run with one BLAS thread,
         e.g. ``OPENBLAS_NUM_THREADS=1``, or the threads oversubscribe the cores).
         """
-        workers = check_positive_int("workers", self.workers)
         if self._eig is None:
-            def one(u):
-                return np.linalg.eigvalsh(self.block(u))
-            if workers > 1:
-                from concurrent.futures import ThreadPoolExecutor
-                with ThreadPoolExecutor(workers) as pool:
-                    values = list(pool.map(one, range(self.units)))
-            else:
-                values = [one(u) for u in range(self.units)]
-            self._eig = np.stack(values)
+            self._eig = np.stack(self._map_units(lambda u: np.linalg.eigvalsh(self.block(u))))
         return self._eig
 
     def eigenvalues(self, k=None, which="LA"):
@@ -375,8 +368,8 @@ class KBlocks:
         n_zero = self.units * (self.rows - self.block_size)
         if k is not None and which == "LA" and self._eig is None and k < self.block_size:
             m = self.block_size
-            tops = [scipy.linalg.eigh(self.block(u), eigvals_only=True, subset_by_index=[m - k, m - 1],
-                                     driver="evr") for u in range(self.units)]
+            tops = self._map_units(lambda u: scipy.linalg.eigh(self.block(u), eigvals_only=True,
+                                                               subset_by_index=[m - k, m - 1], driver="evr"))
             lam = np.concatenate(tops + [np.zeros(min(k, n_zero))])
         else:
             lam = np.concatenate([self.block_eigenvalues().ravel(), np.zeros(n_zero)])
@@ -399,18 +392,12 @@ class KBlocks:
         if self._eig is not None:
             lam2 = self._eig ** 2
             return float(lam2.sum()), float(np.sum(lam2 * lam2))
-        workers = check_positive_int("workers", self.workers)
 
         def one(u):
             X = self.block(u)
             X2 = X @ X
             return float(np.sum(X * X)), float(np.sum(X2 * X2))
-        if workers > 1:
-            from concurrent.futures import ThreadPoolExecutor
-            with ThreadPoolExecutor(workers) as pool:
-                parts = list(pool.map(one, range(self.units)))
-        else:
-            parts = [one(u) for u in range(self.units)]
+        parts = self._map_units(one)
         return float(sum(p[0] for p in parts)), float(sum(p[1] for p in parts))
 
     def eigenpairs(self, k):
