@@ -57,6 +57,7 @@ def main(argv=None):
     ap.add_argument("--tol", type=float, default=1e-10, help="Lanczos relative residual tolerance")
     ap.add_argument("--workers", type=int, default=1, help="threads for the per-block factorizations")
     ap.add_argument("--skip-k-lanczos", action="store_true", help="skip today's block Lanczos on K")
+    ap.add_argument("--only-ntk", action="store_true", help="only the NTK rows")
     ap.add_argument("--ntk-block-sizes", type=int, nargs="*", default=[],
                     help="extra 'after' rows for the NTK with these Lanczos block sizes (default block: "
                          "min(max(⌈k/2⌉, 4), 32))")
@@ -83,37 +84,38 @@ def main(argv=None):
     def row(task, seconds, columns, result):
         print(f"{task:<46} {seconds:8.2f}s {columns:>8}  {result}", flush=True)
 
-    kb, t = timed(lambda: analysis.unit_blocks(lin))
-    kb.workers = args.workers
-    row(f"K blocks: build ({kb.units} × {kb.form} {kb.block_size})", t, 0, repr(kb))
-    lam, t_full = timed(lambda: kb.eigenvalues())
-    row("K exact full spectrum (blocks)", t_full, 0,
-        f"{lam.size} eigenvalues, λ1={lam[0]:.6e}, λ{args.k}={lam[args.k - 1]:.6e}, rank {int(np.sum(lam > 1e-12 * lam[0]))}")
-    fresh = analysis.KBlocks(kb.shape, kb.units, kb.sites, cell_name=kb.cell_name)
-    fresh.workers = args.workers
+    if not args.only_ntk:
+        kb, t = timed(lambda: analysis.unit_blocks(lin))
+        kb.workers = args.workers
+        row(f"K blocks: build ({kb.units} × {kb.form} {kb.block_size})", t, 0, repr(kb))
+        lam, t_full = timed(lambda: kb.eigenvalues())
+        row("K exact full spectrum (blocks)", t_full, 0,
+            f"{lam.size} eigenvalues, λ1={lam[0]:.6e}, λ{args.k}={lam[args.k - 1]:.6e}, rank {int(np.sum(lam > 1e-12 * lam[0]))}")
+        fresh = analysis.KBlocks(kb.shape, kb.units, kb.sites, cell_name=kb.cell_name)
+        fresh.workers = args.workers
 
-    def erank_cold():
-        s2, s4 = fresh.power_sums()
-        return s2 * s2 / s4
+        def erank_cold():
+            s2, s4 = fresh.power_sums()
+            return s2 * s2 / s4
 
-    erank, t = timed(erank_cold)
-    lam2 = lam ** 2
-    row("K exact effective rank (blocks, cold)", t, 0,
-        f"{erank:.4f}; from the spectrum {lam2.sum() ** 2 / np.sum(lam2 * lam2):.4f}")
-    lin.K_blocks().workers = args.workers    # lin's own (cached) blocks, used by analysis.* on lin.K below
-    (pr, t) = timed(lambda: analysis.participation_ratio(lin.K))
-    row("K exact participation ratio (trace+Frobenius)", t, 0, f"{pr:.4f}  (tr K)²/‖K‖_F², no eigenvalues")
-    c = CountingOperator(lin.K)
-    (est, err), t = timed(lambda: analysis.effective_rank(c, "hutch++", args.probes, args.seed, return_error=True))
-    row(f"K effective rank (Hutch++ {args.probes}, today)", t, c.columns,
-        f"{est:.4f} ± {err:.4f}; exact is {abs(est - erank) / err:.2f} error bars away")
-    top = lam[:args.k]
-    if not args.skip_k_lanczos:
+        erank, t = timed(erank_cold)
+        lam2 = lam ** 2
+        row("K exact effective rank (blocks, cold)", t, 0,
+            f"{erank:.4f}; from the spectrum {lam2.sum() ** 2 / np.sum(lam2 * lam2):.4f}")
+        lin.K_blocks().workers = args.workers    # lin's own (cached) blocks, used by analysis.* on lin.K below
+        (pr, t) = timed(lambda: analysis.participation_ratio(lin.K))
+        row("K exact participation ratio (trace+Frobenius)", t, 0, f"{pr:.4f}  (tr K)²/‖K‖_F², no eigenvalues")
         c = CountingOperator(lin.K)
-        res, t = timed(lambda: analysis.block_lanczos(c.matmat, n, args.k, "LA", tol=args.tol, rng=args.seed,
-                                                      orthogonalization="cgs2"))
-        row(f"K top-{args.k} eig (block Lanczos, today)", t, c.columns,
-            f"λ1={res.values[0]:.6e}; max |Δλ|/λ1 vs blocks {np.abs(res.values - top).max() / top[0]:.1e}")
+        (est, err), t = timed(lambda: analysis.effective_rank(c, "hutch++", args.probes, args.seed, return_error=True))
+        row(f"K effective rank (Hutch++ {args.probes}, today)", t, c.columns,
+            f"{est:.4f} ± {err:.4f}; exact is {abs(est - erank) / err:.2f} error bars away")
+        top = lam[:args.k]
+        if not args.skip_k_lanczos:
+            c = CountingOperator(lin.K)
+            res, t = timed(lambda: analysis.block_lanczos(c.matmat, n, args.k, "LA", tol=args.tol, rng=args.seed,
+                                                          orthogonalization="cgs2"))
+            row(f"K top-{args.k} eig (block Lanczos, today)", t, c.columns,
+                f"λ1={res.values[0]:.6e}; max |Δλ|/λ1 vs blocks {np.abs(res.values - top).max() / top[0]:.1e}")
     times = {}
     values = {}
     for orth in ("cgs2", "local+1"):
