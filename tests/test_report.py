@@ -99,6 +99,19 @@ def test_randomized_summaries_near_exact(cell_name):
     assert again[0] == erank_r and again[1] == dims_r                 # same seed, same numbers
 
 
+def test_randomized_summaries_keep_K_exact():
+    """In 'randomized' mode K's summaries come exactly from its per-unit blocks (error 0); P and NTK stay estimates."""
+    lin = _lin("gru")
+    erank, dims, _, _ = ex.operator_summaries(lin, method="exact")
+    erank_r, dims_r, _, extra = ex.operator_summaries(lin, method="randomized", n_probes=12, rng=1)
+    assert extra["exact"] == ("K",) and extra["effective_rank_error"]["K"] == 0.0
+    assert _rel(erank_r["K"], erank["K"]) <= 1e-10
+    for axis in ex.AXES:
+        assert _rel(dims_r["K"][axis], dims["K"][axis]) <= 1e-10
+    for op in ("P", "NTK"):
+        assert extra["effective_rank_error"][op] > 0.0
+
+
 def test_auto_method_switches_on_the_memory_limit():
     lin = _lin("elman", B=2, T=3, H=3)
     assert ex.operator_summaries(lin, method="auto")[2] == "exact"

@@ -25,6 +25,16 @@ The KPFlow package's definitions (:mod:`kpref.analysis._kpflow`)
 Eigenfunctions (:mod:`kpref.analysis._eigen`)
     :func:`eigenpairs`, :func:`singular_triplets`: vectors shaped
     ``(k, B, T, S)`` or like the kept axes, with residuals and fixed signs.
+K's per-unit blocks (:mod:`kpref.analysis._unit_blocks`)
+    :func:`unit_blocks` → :class:`KBlocks` (also ``lin.K_blocks()``): ``K`` is
+    a direct sum of one block per hidden unit for every discrete built-in
+    cell, so the exact methods above (``method='auto'``/``'exact'``) take
+    ``K``'s spectrum, traces, ranks, partial traces, effective dimensions and
+    alignments through the blocks at any size; ``KBlocks.eigenpairs`` gives
+    its top eigenvectors shaped (k, B, T, S).
+``P`` per trial (:mod:`kpref.analysis._propagator`)
+    :func:`propagator_singular_values`: exact ``σ(P_b)`` of every trial's
+    block (``P`` is block diagonal in the batch) where ``B·T·S²`` fits.
 Dynamics (:mod:`kpref.analysis._lyapunov`)
     :func:`lyapunov_spectrum`, :func:`kaplan_yorke_dimension`.
 
@@ -71,6 +81,8 @@ from ._traces import alignment, frobenius_norm, trace
 # the randomized-trace toolkit the functions above are built on (for custom estimates and their tests)
 from ._traces import (TraceEstimate, TraceTarget, direct_target, gram_target, hutch_plus_plus, hutchinson,
                       rademacher, xtrace)
+from ._unit_blocks import BlockDiagonalOperator, KBlocks, UnitSite, unit_blocks
+from ._propagator import propagator_singular_values
 
 __all__ = [
     "AXIS_NAMES",
@@ -109,4 +121,9 @@ __all__ = [
     "SingularTriplets",
     "register_eigen_method",
     "EIGEN_METHODS",
+    "unit_blocks",
+    "KBlocks",
+    "UnitSite",
+    "BlockDiagonalOperator",
+    "propagator_singular_values",
 ]

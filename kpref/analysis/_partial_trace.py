@@ -73,6 +73,7 @@ from .._checks import DEFAULT_MEMORY_LIMIT, as_generator, check_choice, check_me
 from ..operators import Linearization
 from ..operators._input import as_operator, column_blocks, identity_block, stream_block_size
 from ._traces import rademacher
+from ._unit_blocks import structure_of
 
 __all__ = [
     "partial_trace",
@@ -229,6 +230,9 @@ def _reduced(kind, op, shape, axis, reduction, memory_limit):
     shape = _check_shape(shape, chk.shape[0])
     axes = _axes(axis, len(shape))
     check_choice("reduction", reduction, ("sum", "mean"))
+    kb = structure_of(chk.op)
+    if kb is not None and shape == kb.shape:
+        return kb.reduced(axes, kind, reduction)
     return AxisReducedOperator(chk, shape, axes, kind, reduction, memory_limit)
 
 
@@ -250,9 +254,12 @@ def partial_trace(op, shape, axis, reduction="sum", *, memory_limit=None):
 
     Returns
     -------
-    AxisReducedOperator
+    AxisReducedOperator or BlockDiagonalOperator
         On the remaining axes (``.kept_shape``), C-order flattened; its ``.H``
-        is the partial trace of ``opᵀ``. Cost per block of ``k`` vectors: one
+        is the partial trace of ``opᵀ``. For a linearization's ``K`` with
+        per-unit blocks (and ``shape == lin.shape``) the result is computed
+        at once through them (:mod:`kpref.analysis._unit_blocks`): block
+        diagonal over units while ``hidden`` is kept, dense otherwise. Cost per block of ``k`` vectors: one
         product of ``op`` with ``n_a · k`` vectors. See the module notes for
         the difference from :func:`marginal_sum`.
     """
@@ -362,6 +369,10 @@ DIM_REDUCTIONS = ("partial_trace", "marginal")
 
 
 def _axis_dimensions(chk, shape, axes, method, n_probes, rng, memory_limit, dim_reduction="partial_trace"):
+    kb = structure_of(chk.op) if method == "exact" and dim_reduction == "partial_trace" else None
+    if kb is not None and shape == kb.shape:      # D_a = tr_{others}(K²) through K² = ⊕_u K_u²
+        D = kb.axis_grams(axes)
+        return {a: (_pr_of_gram(D[a]), 0.0) for a in axes}
     if method == "exact":
         D = _axis_grams_exact(chk, shape, axes, memory_limit, dim_reduction)
         return {a: (_pr_of_gram(D[a]), 0.0) for a in axes}
@@ -401,7 +412,8 @@ def effective_dimension(op, shape, axis, method="exact", n_probes=None, rng=None
         ``(B, T, H)``: the layout of the rows.
     axis : {'batch', 'time', 'hidden'} or int
     method : {'exact', 'hutchinson'}
-        ``'exact'`` streams the identity (``n_in`` products);
+        ``'exact'`` streams the identity (``n_in`` products), or, for a
+        linearization's ``K`` with per-unit blocks, uses ``K² = ⊕_u K_u²``;
         ``'hutchinson'`` uses ``n_probes`` products (default 100, at least 3).
     n_probes, rng, return_error, memory_limit
         As in :func:`kpref.analysis.trace` (the error is the jackknife's).

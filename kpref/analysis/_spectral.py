@@ -21,11 +21,16 @@ kpref operator applies a whole block of vectors in one sweep over time: every
 product is ``op.matmat`` on ``b`` vectors (default ``b = min(max(⌈k/2⌉, 4), 32)``).
 
 1. ``P₀`` = orth(Gaussian ``n × b``). Repeat: append the pending block ``P``
-   to the basis ``V``; compute ``AP``; orthogonalize it against all of ``V``
-   twice (full reorthogonalization) — the coefficients fill the projected
-   matrix ``H = VᵀAV`` — and orthonormalize the rest into the next pending
-   block, ``AP − V C = P_next R`` (rank-deficient directions, e.g. an
-   invariant subspace found, are replaced by random ones).
+   to the basis ``V``; compute ``AP``; orthogonalize it against the blocks
+   it couples to in exact arithmetic (the previous and the current block,
+   and after a restart the kept Ritz vectors), then once more against all of
+   ``V`` (one reorthogonalization pass: full reorthogonalization with two
+   passes over the basis) — the coefficients fill the projected matrix
+   ``H = VᵀAV`` — and orthonormalize the rest into the next pending block,
+   ``AP − V C = P_next R``, by Cholesky QR twice (rank-deficient or
+   ill-conditioned blocks, e.g. an invariant subspace found, go through an
+   SVD and their null directions are replaced by random ones).
+   ``orthogonalization='cgs2'`` is the earlier route (two full passes, SVD).
 2. Rayleigh–Ritz: ``H Y = Y Θ``. The relation ``A V = V H + P_next R E_lastᵀ``
    gives each Ritz pair's residual norm, ``‖R Y[last block, i]‖``, for free.
 3. When the ``k`` wanted residuals are below ``tol · max|θ|`` the Ritz vectors
@@ -62,6 +67,7 @@ from scipy.sparse.linalg import LinearOperator, eigsh, svds
 from .._checks import as_generator, check_choice, check_memory, check_positive_float, check_positive_int
 from ..operators._input import as_operator, materialize, symmetric_part_checked
 from ._traces import TraceTarget, check_method, direct_target, estimate, gram_target
+from ._unit_blocks import BlockDiagonalOperator, structure_of
 
 __all__ = [
     "spectrum",
@@ -103,7 +109,7 @@ def _order(theta, which):
 
 
 def _orthonormal_block(W, V, b, rng, drop):
-    """``W = P R`` with ``P`` (n, b) orthonormal and ⊥ ``V``; directions below ``drop`` replaced by random ones."""
+    """``W = P R`` with ``P`` (n, b) orthonormal and ⊥ ``V``; directions below ``drop`` replaced by random ones (SVD)."""
     U, s, Vt = np.linalg.svd(W, full_matrices=False)
     r = int(np.sum(s > drop))
     P = np.empty((W.shape[0], b))
@@ -119,8 +125,34 @@ def _orthonormal_block(W, V, b, rng, drop):
     return P, R
 
 
+#: CholQR2 is used while the block's condition number is below this (its loss of orthogonality is
+#: O(ε·cond²) after one pass and O(ε) after the second for cond ≲ ε^{-1/2}; Yamamoto et al. 2015).
+_CHOLQR_MAX_COND = 1e6
+
+
+def _cholqr2_block(W, V, b, rng, drop):
+    """``W = P R`` by Cholesky QR twice (BLAS-3: two ``b × b`` Grams and two products), or the SVD route.
+
+    The Gram ``WᵀW`` gives the singular values of ``W``: a rank-deficient or
+    ill-conditioned block (an invariant subspace found, ``σ_min ≤ drop`` or
+    ``σ_max/σ_min > 1e6``) takes :func:`_orthonormal_block` instead — the same
+    result (an orthonormal ``P ⊥ V`` and ``R``), computed by SVD.
+    """
+    G = W.T @ W
+    ev = np.linalg.eigvalsh(0.5 * (G + G.T))
+    smin, smax = np.sqrt(max(ev[0], 0.0)), np.sqrt(max(ev[-1], 0.0))
+    if smin <= drop or smax > _CHOLQR_MAX_COND * smin:
+        return _orthonormal_block(W, V, b, rng, drop)
+    R1 = np.linalg.cholesky(0.5 * (G + G.T)).T          # G = R1ᵀ R1, R1 upper
+    Q = W @ np.linalg.inv(R1)
+    G2 = Q.T @ Q
+    R2 = np.linalg.cholesky(0.5 * (G2 + G2.T)).T
+    P = Q @ np.linalg.inv(R2)
+    return P, R2 @ R1
+
+
 def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, tol=1e-10,
-                  max_restarts=500, rng=None, memory_limit=None):
+                  max_restarts=500, rng=None, memory_limit=None, orthogonalization="local+1"):
     """Thick-restart block Lanczos for ``k`` extreme eigenpairs of a symmetric operator.
 
     Parameters
@@ -145,6 +177,15 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
         Starting block.
     memory_limit : int, optional
         Bytes the basis (``n × max_basis``) may take.
+    orthogonalization : {'local+1', 'cgs2'}
+        ``'local+1'`` (default): the new block ``A P`` is orthogonalized
+        against the blocks it couples to in exact arithmetic (the previous
+        and current blocks; after a restart, the kept Ritz vectors too), then
+        once against the whole basis (one reorthogonalization pass: two
+        passes over the basis instead of four), and orthonormalized by
+        Cholesky QR twice (BLAS-3). ``'cgs2'``: the route before issue 17 —
+        two full classical Gram–Schmidt passes and an SVD of the block.
+        Both give the same Ritz values to the tolerance.
 
     Returns
     -------
@@ -152,6 +193,7 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
         The algorithm is in the notes of :mod:`kpref.analysis._spectral`.
     """
     rng = as_generator(rng)
+    check_choice("orthogonalization", orthogonalization, ("local+1", "cgs2"))
     tol = check_positive_float("tol", tol)
     if tol < 1e-14:
         raise ValueError(f"tol: expected at least 1e-14 (rounding limits the residual), got {tol}")
@@ -173,19 +215,28 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
     H = np.zeros((max_basis, max_basis))
     P, _ = _orthonormal_block(rng.standard_normal((n, b)), V[:, :0], b, rng, 0.0)
     m = 0
+    local = 0                # first basis column A P couples to in exact arithmetic
     products = 0
     restarts = 0
     scale = 0.0
+    new_block = _cholqr2_block if orthogonalization == "local+1" else _orthonormal_block
     while True:
         AP = np.asarray(matmat(P), dtype=np.float64)
         products += b
         V[:, m:m + b] = P
         Vb = V[:, :m + b]
-        C = Vb.T @ AP
-        W = AP - Vb @ C
-        C2 = Vb.T @ W            # second pass of classical Gram–Schmidt
+        if orthogonalization == "local+1":
+            Vl = V[:, local:m + b]
+            C = np.zeros((m + b, b))
+            C[local:] = Vl.T @ AP          # the recurrence's own coefficients
+            W = AP - Vl @ C[local:]
+        else:
+            C = Vb.T @ AP                  # first full pass of classical Gram–Schmidt
+            W = AP - Vb @ C
+        C2 = Vb.T @ W                      # one reorthogonalization pass against the whole basis
         W -= Vb @ C2
         C += C2
+        local = m
         H[:m, m:m + b] = C[:m]
         H[m:m + b, :m] = C[:m].T
         H[m:m + b, m:m + b] = 0.5 * (C[m:] + C[m:].T)
@@ -194,7 +245,7 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
         order = _order(theta, which)
         theta, Y = theta[order], Y[:, order]
         scale = max(scale, float(np.abs(theta).max()), float(np.linalg.norm(AP, axis=0).max()))
-        P, R = _orthonormal_block(W, Vb, b, rng, 1e-13 * max(scale, np.finfo(float).tiny))
+        P, R = new_block(W, Vb, b, rng, 1e-13 * max(scale, np.finfo(float).tiny))
         threshold = tol * scale
         estimated = np.linalg.norm(R @ Y[m - b:m, :k], axis=0)
         if np.all(estimated <= threshold):
@@ -216,6 +267,7 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
             H[:] = 0.0
             H[np.arange(keep), np.arange(keep)] = theta[:keep]
             m = keep
+            local = 0            # the next block couples to every kept Ritz vector
             restarts += 1
 
 
@@ -240,6 +292,21 @@ def _dense_symmetric(chk, memory_limit):
     return symmetric_part_checked(chk.name, materialize(chk, memory_limit))
 
 
+def _block_eigenvalues(chk, k, which, required=False):
+    """Eigenvalues through per-unit blocks (``K`` or a block-diagonal reduction), or ``None`` without them."""
+    if isinstance(chk.op, BlockDiagonalOperator):
+        lam = np.concatenate([np.linalg.eigvalsh(b) for b in chk.op.blocks])
+        lam = lam[_order(lam, which)]
+        return lam if k is None else lam[:k].copy()
+    kb = structure_of(chk.op, required=required, name=chk.name)
+    return None if kb is None else kb.eigenvalues(k, which)
+
+
+def _block_structure(chk, method):
+    """The K blocks behind ``chk`` for an exact method, else ``None``."""
+    return structure_of(chk.op) if method == "exact" else None
+
+
 # ------------------------------------------------------------------------------- public
 
 
@@ -255,9 +322,13 @@ def spectrum(op, k=None, which="LA", *, method="auto", tol=1e-10, block_size=Non
     which : {'LA', 'SA', 'LM'}
         Largest algebraic (default), smallest algebraic, largest magnitude;
         also the order of the result (first = most extreme).
-    method : {'auto', 'dense', 'lanczos', 'arpack'}
-        ``'auto'``: dense when ``k`` is ``None`` or the dimension is at most
-        :data:`DENSE_MAX_SIZE` (2000), block Lanczos otherwise.
+    method : {'auto', 'blocks', 'dense', 'lanczos', 'arpack'}
+        ``'auto'``: exact through the per-unit blocks when ``op`` is a
+        linearization's ``K`` whose cell has them (or a partial trace of one:
+        :mod:`kpref.analysis._unit_blocks`), at any size and for any ``k``;
+        otherwise dense when ``k`` is ``None`` or the dimension is at most
+        :data:`DENSE_MAX_SIZE` (2000), block Lanczos otherwise. ``'blocks'``
+        requires the block route (raises, naming the cell, without it).
     tol : float
         Lanczos/ARPACK relative residual tolerance (eigenvalues within
         ``tol · max|λ|``).
@@ -275,9 +346,12 @@ def spectrum(op, k=None, which="LA", *, method="auto", tol=1e-10, block_size=Non
     chk = as_operator("op", op, square=True)
     n = chk.shape[0]
     check_choice("which", which, _WHICH)
-    check_choice("method", method, ("auto", "dense", "lanczos", "arpack"))
+    check_choice("method", method, ("auto", "blocks", "dense", "lanczos", "arpack"))
     k = _check_k(k, n)
-    if method == "auto":
+    if method in ("auto", "blocks"):
+        lam = _block_eigenvalues(chk, k, which, required=method == "blocks")
+        if lam is not None:
+            return lam
         method = "dense" if (k is None or n <= DENSE_MAX_SIZE) else "lanczos"
     if k is None and method != "dense":
         raise ValueError(f"k: expected an integer with method={method!r} (all eigenvalues need method='dense')")
@@ -303,9 +377,11 @@ def singular_values(op, k=None, *, method="auto", tol=1e-10, block_size=None, ma
     op : LinearOperator, 2-D float array or sparse matrix
     k : int, optional
         ``None`` returns all ``min(n_out, n_in)`` of them.
-    method : {'auto', 'dense', 'lanczos', 'arpack'}
-        ``'auto'``: dense when ``k`` is ``None`` or the smaller dimension is at
-        most :data:`DENSE_MAX_SIZE`; ``'lanczos'``: block Lanczos on the Gram
+    method : {'auto', 'blocks', 'dense', 'lanczos', 'arpack'}
+        ``'auto'``: exact through the per-unit blocks for a linearization's
+        ``K`` that has them (``σ = |λ|``; see :func:`spectrum`), else dense
+        when ``k`` is ``None`` or the smaller dimension is at most
+        :data:`DENSE_MAX_SIZE`; ``'lanczos'``: block Lanczos on the Gram
         operator of the smaller side (``σ² = θ``; relative accuracy of ``σ_i``
         about ``tol · σ_max² / (2 σ_i²)``); ``'arpack'``: ``scipy.sparse.linalg.svds``.
     tol, block_size, max_basis, rng, memory_limit
@@ -314,9 +390,13 @@ def singular_values(op, k=None, *, method="auto", tol=1e-10, block_size=None, ma
     chk = as_operator("op", op)
     n_out, n_in = chk.shape
     small = min(n_out, n_in)
-    check_choice("method", method, ("auto", "dense", "lanczos", "arpack"))
+    check_choice("method", method, ("auto", "blocks", "dense", "lanczos", "arpack"))
     k = _check_k(k, small)
-    if method == "auto":
+    if method in ("auto", "blocks"):
+        lam = _block_eigenvalues(chk, None, "LM", required=method == "blocks")
+        if lam is not None:      # symmetric: σ = |λ|
+            s = np.sort(np.abs(lam))[::-1]
+            return s if k is None else s[:k].copy()
         method = "dense" if (k is None or small <= DENSE_MAX_SIZE) else "lanczos"
     if k is None and method != "dense":
         raise ValueError(f"k: expected an integer with method={method!r} (all singular values need method='dense')")
@@ -351,7 +431,8 @@ def participation_ratio(op, method="exact", n_probes=None, rng=None, *, return_e
     method : {'exact', 'hutchinson', 'hutch++', 'xtrace'}
         ``'exact'`` materializes ``op`` and uses its eigenvalues (and refuses
         a non-symmetric operator or one with an eigenvalue below
-        ``−1e-8 · max|λ|``); the randomized methods estimate ``tr M`` and
+        ``−1e-8 · max|λ|``); for a linearization's ``K`` with per-unit
+        blocks it is ``(tr K)²/‖K‖_F²`` through them, at any size; the randomized methods estimate ``tr M`` and
         ``tr(M²)`` with ``n_probes`` products each (module notes).
     n_probes, rng, return_error, memory_limit
         As in :func:`kpref.analysis.trace`.
@@ -362,6 +443,10 @@ def participation_ratio(op, method="exact", n_probes=None, rng=None, *, return_e
     """
     chk = as_operator("op", op, square=True)
     n_probes, gen = check_method(method, n_probes, rng)
+    kb = _block_structure(chk, method)
+    if kb is not None:       # (tr K)² / ‖K‖_F², no eigenvalues needed
+        value = kb.trace() ** 2 / kb.frobenius_sq()
+        return (value, 0.0) if return_error else value
     if method == "exact":
         lam = np.linalg.eigvalsh(_dense_symmetric(chk, memory_limit))
         top = np.abs(lam).max()
@@ -388,7 +473,8 @@ def effective_rank(op, method="exact", n_probes=None, rng=None, *, return_error=
     ----------
     op : LinearOperator, 2-D float array or sparse matrix
     method : {'exact', 'hutchinson', 'hutch++', 'xtrace'}
-        ``'exact'``: dense SVD. Randomized: ``tr(AᵀA)`` (Gram form, ``C = A``)
+        ``'exact'``: dense SVD (for a linearization's ``K`` with per-unit
+        blocks: the blocks' spectra, at any size). Randomized: ``tr(AᵀA)`` (Gram form, ``C = A``)
         and ``tr((AᵀA)²)`` (Gram form, ``C = AᵀA``) with ``n_probes`` products
         of each ``M`` (module notes); ``op`` must provide ``rmatmat``.
     n_probes, rng, return_error, memory_limit
@@ -409,6 +495,11 @@ def effective_rank(op, method="exact", n_probes=None, rng=None, *, return_error=
     """
     chk = as_operator("op", op)
     n_probes, gen = check_method(method, n_probes, rng)
+    kb = _block_structure(chk, method)
+    if kb is not None:       # σ² = λ²: Σλ² and Σλ⁴ from the blocks
+        s2, s4 = kb.power_sums()
+        value = s2 * s2 / s4
+        return (value, 0.0) if return_error else value
     if method == "exact":
         s2 = np.linalg.svd(materialize(chk, memory_limit), compute_uv=False) ** 2
         if s2[0] == 0.0:
@@ -424,7 +515,9 @@ def effective_rank(op, method="exact", n_probes=None, rng=None, *, return_error=
 
 
 def variance_rank(op, q=0.95, *, memory_limit=None):
-    """Variance rank ``r_q(A)``: the smallest ``k`` with ``Σ_{i≤k} σ_i² ≥ q Σ_i σ_i²`` (dense SVD).
+    """Variance rank ``r_q(A)``: the smallest ``k`` with ``Σ_{i≤k} σ_i² ≥ q Σ_i σ_i²``.
+
+    Dense SVD; for a linearization's ``K`` with per-unit blocks, the blocks' spectra.
 
     Parameters
     ----------
@@ -436,7 +529,11 @@ def variance_rank(op, q=0.95, *, memory_limit=None):
     """
     chk = as_operator("op", op)
     q = check_positive_float("q", q, upper=1.0)
-    s2 = np.linalg.svd(materialize(chk, memory_limit), compute_uv=False) ** 2
+    kb = structure_of(chk.op)
+    if kb is not None:
+        s2 = np.sort(kb.eigenvalues() ** 2)[::-1]
+    else:
+        s2 = np.linalg.svd(materialize(chk, memory_limit), compute_uv=False) ** 2
     if s2[0] == 0.0:
         raise ValueError("op: the variance rank of the zero operator is undefined")
     cum = np.cumsum(s2)

@@ -69,6 +69,7 @@ import scipy.linalg.lapack
 
 from .._checks import as_generator, check_choice, check_positive_int
 from ..operators._input import as_operator, column_blocks, identity_block, stream_block_size
+from ._unit_blocks import structure_of
 
 __all__ = ["trace", "frobenius_norm", "alignment", "TraceEstimate", "RANDOMIZED_METHODS"]
 
@@ -272,7 +273,8 @@ def trace(op, method="exact", n_probes=None, rng=None, *, return_error=False, me
     op : LinearOperator, 2-D float array or sparse matrix (square)
     method : {'exact', 'hutchinson', 'hutch++', 'xtrace'}
         ``'exact'`` (default) streams the identity through ``op`` (``n``
-        products); the others spend ``n_probes`` products (module notes of
+        products), or, for a linearization's ``K`` with per-unit blocks, sums
+        them (:mod:`kpref.analysis._unit_blocks`, any size); the others spend ``n_probes`` products (module notes of
         :mod:`kpref.analysis._traces`).
     n_probes : int, optional
         Budget of products for a randomized method (default 100; at least 2
@@ -303,6 +305,9 @@ def trace(op, method="exact", n_probes=None, rng=None, *, return_error=False, me
     """
     chk = as_operator("op", op, square=True)
     n_probes, gen = check_method(method, n_probes, rng)
+    kb = structure_of(chk.op) if method == "exact" else None
+    if kb is not None:
+        return _result(kb.trace(), 0.0, return_error)
     if method == "exact":
         (value,) = _exact_stream([chk], memory_limit,
                                  lambda a, b, Y: (float(np.trace(Y[a:b])),))
@@ -322,6 +327,9 @@ def frobenius_norm(op, method="exact", n_probes=None, rng=None, *, return_error=
     """
     chk = as_operator("op", op)
     n_probes, gen = check_method(method, n_probes, rng)
+    kb = structure_of(chk.op) if method == "exact" else None
+    if kb is not None:
+        return _result(np.sqrt(kb.frobenius_sq()), 0.0, return_error)
     if method == "exact":
         (sq,) = _exact_stream([chk], memory_limit, lambda a, b, Y: (float(np.sum(Y * Y)),))
         return _result(np.sqrt(sq), 0.0, return_error)
@@ -353,6 +361,9 @@ def alignment(A, B, method="exact", n_probes=None, rng=None, *, return_error=Fal
         sample covariance. ``'hutch++'`` and ``'xtrace'`` estimate
         ``tr(AᵀB)`` (``M = AᵀB``), ``‖A‖_F²`` and ``‖B‖_F²`` with ``n_probes``
         products each, independently, and propagate the three errors.
+        ``'exact'`` of two linearizations' ``K`` with per-unit blocks of the
+        same layout (e.g. one cell at two checkpoints, or a sub-task's ``K``)
+        sums ``Σ_u ⟨K_u, K'_u⟩_F`` through the blocks, at any size.
 
     Returns
     -------
@@ -363,6 +374,10 @@ def alignment(A, B, method="exact", n_probes=None, rng=None, *, return_error=Fal
     if a.shape != b.shape:
         raise ValueError(f"B: expected the shape of A, {a.shape}, got {b.shape}")
     n_probes, gen = check_method(method, n_probes, rng)
+    ka = structure_of(a.op) if method == "exact" else None
+    kb = structure_of(b.op) if ka is not None else None
+    if kb is not None and kb.shape == ka.shape and kb.units == ka.units:
+        return _result(_cosine(ka.inner(kb), ka.frobenius_sq(), kb.frobenius_sq()), 0.0, return_error)
     if method == "exact":
         x, y, z = _exact_stream(
             [a, b], memory_limit,

@@ -59,6 +59,9 @@ exact (dense, small) when the dense factors fit in ``dense_limit`` bytes
 ``(T·S)²``; ``P`` is block diagonal in the batch). Otherwise (the paper's
 sizes) they are randomized estimates from the matrix-free operators, seeded:
 
+* ``K`` excepted: for every cell with per-unit blocks of ``K`` (all the
+  discrete built-in cells; :func:`kpref.analysis.unit_blocks`) its effective
+  rank and effective dimensions are exact at every size, with error ``0``;
 * effective ranks by :func:`kpref.analysis.effective_rank` with
   ``method='hutch++'`` (Meyer et al. 2021) and ``n_probes`` probes for each
   of ``tr(XᵀX)`` and ``tr((XᵀX)²)``;
@@ -306,15 +309,31 @@ def _exact_fits(lin, dense_limit):
 
 
 # ------------------------------------------------------ randomized pieces
+def _k_blocks_or_none(lin):
+    """``lin.K_blocks()``, or ``None`` for a cell whose ``K`` has no per-unit blocks (ODE cells)."""
+    try:
+        return lin.K_blocks()
+    except NotImplementedError:
+        return None
+
+
 def _randomized_operator_summaries(lin, n_probes, rng):
     erank, dims, errors = {}, {}, {}
+    exact = ()
+    if _k_blocks_or_none(lin) is not None:       # K exact at any size through its per-unit blocks
+        erank["K"] = float(analysis.effective_rank(lin.K))
+        dims["K"] = analysis.effective_dimensions(lin, operators=("K",))["K"]
+        errors["K"] = 0.0
+        exact = ("K",)
     for name in OPERATORS:
+        if name in exact:
+            continue
         op = getattr(lin, name)
         value, error = analysis.effective_rank(op, method="hutch++", n_probes=n_probes, rng=rng, return_error=True)
         erank[name], errors[name] = float(value), float(error)
         dims[name] = analysis.effective_dimensions(lin, operators=(name,), method="hutchinson", n_probes=n_probes,
                                                    rng=rng)[name]
-    return erank, dims, errors
+    return erank, dims, errors, exact
 
 
 def operator_summaries(lin, *, method="auto", n_probes=30, dense_limit=512 * 1024**2, rng=None):
@@ -324,14 +343,17 @@ def operator_summaries(lin, *, method="auto", n_probes=30, dense_limit=512 * 102
     ``extra`` holds the dense factor ``P J_θ`` (key ``"PJ"``) when exact, and
     the error estimates of the randomized effective ranks (key
     ``"effective_rank_error"``, from :func:`kpref.analysis.effective_rank`
-    with ``return_error=True``) when randomized.
+    with ``return_error=True``) when randomized. ``K``'s summaries are exact
+    in either mode when its cell has per-unit blocks
+    (:func:`kpref.analysis.unit_blocks`): its error is then ``0.0`` and
+    ``extra["exact"]`` is ``("K",)``.
     """
     method = check_choice("method", method, ("auto", "exact", "randomized"))
     if method == "auto":
         method = "exact" if _exact_fits(lin, dense_limit) else "randomized"
     if method == "randomized":
-        erank, dims, errors = _randomized_operator_summaries(lin, n_probes, as_generator(rng))
-        return erank, dims, method, {"effective_rank_error": errors}
+        erank, dims, errors, exact = _randomized_operator_summaries(lin, n_probes, as_generator(rng))
+        return erank, dims, method, {"effective_rank_error": errors, "exact": exact}
     J, PJ = _dense_factors(lin)
     erank, dims = {}, {}
     erank["K"], dims["K"], _ = factor_summaries(J, lin.shape)

@@ -143,6 +143,7 @@ class Linearization:
                         and dense_bytes <= min(_MATERIALIZE_MAX_BYTES, self.memory_limit // 4) else "matrix_free")
         self.strategy = strategy
         self._A = None
+        self._k_blocks = None
         if strategy == "materialized":
             check_memory("linearize(strategy='materialized')", dense_bytes, self.memory_limit)
             self._A = cell._state_jacobian(self.point).reshape(T, B, S, S)
@@ -150,7 +151,7 @@ class Linearization:
         self.P = NamedOperator("P", (n, n), self._P_matmat, self._Pstar_matmat, "P*")
         self.P_inv = NamedOperator("P_inv", (n, n), self._Pinv_matmat, self._Pinv_rmatmat, "P_inv*")
         self.J_theta = NamedOperator("J_theta", (n, p), self._J_matmat, self._JT_matmat, "J_theta*")
-        self.K = NamedOperator("K", (n, n), self._K_matmat, self._K_matmat)
+        self.K = NamedOperator("K", (n, n), self._K_matmat, self._K_matmat, unit_blocks=self.K_blocks)
         self.NTK = NamedOperator("NTK", (n, n), self._NTK_matmat, self._NTK_matmat)
 
     # ------------------------------------------------------------ layouts
@@ -284,7 +285,7 @@ class Linearization:
         return self._to_flat(self.propagate_forward_in_time(self._J(self._JT(W))))
 
     # ------------------------------------------------- Kronecker core of K
-    def kronecker_factors(self, memory_limit=None):
+    def kronecker_factors(self, memory_limit=None, *, steps=None):
         """K's exact structured form (SPEC §3): one :class:`KroneckerSite` per weight site.
 
         For a weight used as ``W a`` inside F (activity ``a``, with a column of
@@ -298,6 +299,11 @@ class Linearization:
         stage, each at its own stage state, so ``∂F/∂W`` is a sum of terms with
         different activities and no single ``D (Gram(a) ⊗ I) Dᵀ`` factor exists;
         for them ``lin.K`` (exact, matrix-free) is the operator to use.
+
+        ``steps=(t0, t1)`` restricts the rows to the steps ``t0 ≤ t < t1``
+        (ordered ``b·(t1−t0) + (t − t0)``; ``gram`` is then the Gram of those
+        rows only): the dense ``D`` of all ``B·T`` rows (``B·T·S·o`` floats)
+        need never be held at once (see :func:`kpref.analysis.unit_blocks`).
         """
         if not self.cell.has_weight_sites:
             raise NotImplementedError(
@@ -305,14 +311,43 @@ class Linearization:
                 "(has_weight_sites=False; ODE cells have none: parameters enter every integrator stage); "
                 "use lin.K, which is exact for every cell")
         B, T, S = self.shape
-        order = np.arange(T * B).reshape(T, B).T.ravel()  # (b, t) → row t·B + b
-        sites = []
-        for names, act, D in self.cell.weight_sites(self.point):
-            check_memory("kronecker_factors", 8 * (D.size + (T * B) ** 2), self.memory_limit
+        t0, t1 = self._check_steps(steps)
+        n_steps = t1 - t0
+        order = np.arange(n_steps * B).reshape(n_steps, B).T.ravel()  # (b, t) → row t·B + b
+        point = self.point if (t0, t1) == (0, T) else self.point.rows(t0 * B, t1 * B)
+        sites, seen = [], set()
+        for names, act, D in self.cell.weight_sites(point):
+            check_memory("kronecker_factors", 8 * (D.size + (n_steps * B) ** 2), self.memory_limit
                          if memory_limit is None else memory_limit)
+            if n_steps > 1 or id(D) in seen or not D.flags.c_contiguous:
+                D = np.ascontiguousarray(D[order])    # a fresh copy: sites never share an array
+            seen.add(id(D))                           # (one step: rows are already b-ordered)
             act = np.ascontiguousarray(act[order])
-            sites.append(KroneckerSite(tuple(names), act, np.ascontiguousarray(D[order]), act @ act.T))
+            sites.append(KroneckerSite(tuple(names), act, D, act @ act.T))
         return sites
+
+    def _check_steps(self, steps):
+        T = self.shape[1]
+        if steps is None:
+            return 0, T
+        ok = (isinstance(steps, tuple) and len(steps) == 2
+              and all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in steps))
+        if not ok or not 0 <= steps[0] < steps[1] <= T:
+            raise ValueError(f"steps: expected a tuple (t0, t1) of integers with 0 <= t0 < t1 <= T={T}, got {steps!r}")
+        return int(steps[0]), int(steps[1])
+
+    def K_blocks(self, memory_limit=None):
+        """K's per-unit blocks (:class:`kpref.analysis.KBlocks`), built once and cached.
+
+        See :func:`kpref.analysis.unit_blocks` (the derivation is in its
+        docstring). Raises ``NotImplementedError`` naming the cell when K has
+        no per-unit block structure (ODE cells, user vector fields, a cell
+        whose weight sites couple units).
+        """
+        if self._k_blocks is None:
+            from ..analysis._unit_blocks import unit_blocks
+            self._k_blocks = unit_blocks(self, memory_limit=memory_limit)
+        return self._k_blocks
 
     @property
     def K_kronecker(self):

@@ -38,10 +38,16 @@ class NamedOperator(LinearOperator):
     adjoint_name : str
         Name of the adjoint operator (e.g. ``"P*"``); equal to ``name`` for a
         symmetric operator, in which case ``.H`` is the operator itself.
+    unit_blocks : callable, optional
+        Declared structure: ``unit_blocks()`` returns the operator's per-unit
+        blocks (:class:`kpref.analysis.KBlocks`) or raises
+        ``NotImplementedError`` naming the cell. Set on a linearization's
+        ``K``; ``None`` (no structure declared) everywhere else.
     """
 
-    def __init__(self, name, shape, matmat, rmatmat, adjoint_name=None, *, partner=None):
+    def __init__(self, name, shape, matmat, rmatmat, adjoint_name=None, *, partner=None, unit_blocks=None):
         super().__init__(dtype=np.float64, shape=shape)
+        self.unit_blocks = unit_blocks
         self.name = name
         self._mm = matmat
         self._rmm = rmatmat

@@ -1,0 +1,632 @@
+r"""K's per-unit blocks: exact analyses of ``K`` at any size (SPEC §3, §5–6).
+
+Notes
+-----
+*Derivation from the Kronecker core.* :meth:`kpref.Linearization.kronecker_factors`
+gives ``K = Σ_s D_s (Gram_s ⊗ I_{o_s}) D_sᵀ`` over the weight sites ``s``
+(activity ``a_s``, with a ones column for a bias, ``Gram_s = a_s a_sᵀ`` over the
+``n = B·T`` rows ``i = b·T + t``, ``D_s = ∂F/∂(pre-activation)`` of shape
+``S × o_s`` per row). Entrywise::
+
+    K[(i,σ),(j,σ')] = Σ_s Gram_s[i,j] Σ_r D_s[i,σ,r] D_s[j,σ',r].
+
+*Unit layout* (declared by ``cell.hidden_size`` and ``cell.state_size``): the
+``H = hidden_size`` units; the state is ``P = S/H`` parts of ``H`` entries
+(``h``; LSTM ``h`` and ``c``), entry ``σ = p·H + u`` belongs to unit ``u``; a
+site's ``o_s = G_s·H`` pre-activation rows are stacked by gate, row
+``r = q·H + u`` belongs to unit ``u`` (its weight row reads ``a_s`` and feeds
+unit ``u`` only).
+
+*The structure.* If ``D_s[i, p·H+u, q·H+u'] = 0`` whenever ``u ≠ u'`` (checked
+exactly, on every row: the count of nonzeros of ``D_s`` must equal that of its
+unit-diagonal part, otherwise the cell is refused by name), then with
+``d_s[i,p,q,u] = D_s[i, p·H+u, q·H+u]``::
+
+    K[(i,p,u),(j,p',u')] = δ_{uu'} K_u[(i,p),(j,p')],
+    K_u[(i,p),(j,p')]   = Σ_s Gram_s[i,j] Σ_q d_s[i,p,q,u] d_s[j,p',q,u]
+                        = (F_u F_uᵀ)[(i,p),(j,p')],
+    F_u[(i,p),(s,q,c)]  = d_s[i,p,q,u] · a_s[i,c].
+
+So the cross-unit entries of ``K`` are exactly zero and ``K`` is the direct sum
+of ``H`` blocks ``K_u`` of size ``n·P`` (LSTM: ``2·B·T``, coupling ``h_u`` and
+``c_u``). ``F_u`` is ``J_θ`` restricted to the rows of unit ``u`` and to the
+parameters of unit ``u``'s weight rows (``f = Σ_s G_s·dim a_s`` of them, the
+unit's fan-in: GRU ``3(N+1) + 3(H+1)``), so ``M_u = F_uᵀF_u`` is the unit's block
+of ``J_θᵀJ_θ`` and has the nonzero eigenvalues of ``K_u``. A block is held in
+the smaller of the two forms: ``'fan_in'`` (``M_u``, ``f × f``; ``K_u`` adds
+``n·P − f`` zero eigenvalues) or ``'trajectory'`` (``K_u``, assembled as the
+Hadamard sum ``Σ_s Gram_s ⊙ (E_s E_sᵀ)``, ``E_s = d_s[:, :, :, u]``).
+
+*What follows* (``λ`` eigenvalues of ``K``, all exact up to rounding):
+
+* spectrum: the union of the blocks' spectra (LAPACK per block);
+* ``tr K = Σ_s Σ_i ‖a_{s,i}‖² Σ_{p,q,u} d_s[i,p,q,u]²``;
+* ``⟨K, K'⟩_F = Σ_u Σ_{i,j,p,p'} K_u[(i,p),(j,p')] K'_u[(i,p),(j,p')]`` for two
+  operators with the same layout (a numba kernel over ``i ≥ j``, cost
+  ``H·n²·P²·Σ_s G_s``, no block stored), hence ``‖K‖_F`` and alignments;
+* participation ratio ``(tr K)²/‖K‖_F²``; effective rank ``(Σλ²)²/Σλ⁴`` and
+  variance rank from the spectrum;
+* partial traces and marginal sums over any axes: per unit from ``K_u``'s
+  entries; the result is block diagonal over units while ``hidden`` is kept;
+* effective dimensions: ``K² = ⊕_u K_u²`` with ``K_u² = L_u R_uᵀ``
+  (``L = F_u, R = F_u M_u`` in fan-in form, ``L = R = K_u`` in trajectory form);
+* eigenvectors: from a block's eigenpair ``(λ, y)``, ``F_u y / √λ`` (fan-in
+  form) or ``y`` itself, placed on unit ``u``'s entries of ``(B, T, S)``.
+
+Cells without the structure: ODE cells and user vector fields (θ enters every
+integrator stage: no single Kronecker core), cells whose sites couple units.
+:func:`unit_blocks` refuses them, naming the cell; the analyses then use
+``lin.K`` matrix-free.
+"""
+
+from __future__ import annotations
+
+from math import prod
+from typing import NamedTuple
+
+import numpy as np
+import scipy.linalg
+from scipy.sparse.linalg import LinearOperator
+
+from .._checks import DEFAULT_MEMORY_LIMIT, check_choice, check_memory, check_positive_int
+from .._jit import njit
+from ..operators._named import NamedOperator
+
+__all__ = ["unit_blocks", "KBlocks", "UnitSite", "BlockDiagonalOperator", "structure_of"]
+
+#: Bytes of the dense ``D`` of one chunk of steps while the blocks are built.
+_CHUNK_BYTES = 32 * 1024**2
+_AXES = ("batch", "time", "hidden")
+
+
+class UnitSite(NamedTuple):
+    """One weight site in per-unit form (rows ``i = b·T + t``)."""
+
+    params: tuple
+    activity: np.ndarray   # (n, a): the site's input activity (ones column for a bias)
+    d: np.ndarray          # (n, P, G, H): d[i, p, q, u] = D[i, p·H + u, q·H + u]
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@njit
+def _unit_entries(G, d, i, j, p, p2, out):
+    """``out[u] = K_u[(i,p),(j,p2)] = Σ_s G[s,i,j] Σ_q d[s,i,p,q,u] d[s,j,p2,q,u]`` for every unit ``u``."""
+    for u in range(out.size):
+        out[u] = 0.0
+    for s in range(d.shape[0]):
+        g = G[s, i, j]
+        for q in range(d.shape[3]):
+            a = d[s, i, p, q]
+            b = d[s, j, p2, q]
+            for u in range(out.size):
+                out[u] += g * a[u] * b[u]
+
+
+@njit
+def _inner_kernel(GA, dA, GB, dB, same):
+    """``Σ_u ⟨K_u^A, K_u^B⟩_F`` from stacked Grams (s, n, n) and d (s, n, P, G, H) (module notes).
+
+    Loops ``i ≥ j`` (weight 2 off the diagonal); the innermost loops run over
+    the units ``u`` (contiguous), accumulating per unit and per row ``i``.
+    """
+    n, P, H = dA.shape[1], dA.shape[2], dA.shape[4]
+    ka = np.empty(H)
+    kb = np.empty(H)
+    acc = np.empty(H)
+    total = 0.0
+    for i in range(n):
+        for u in range(H):
+            acc[u] = 0.0
+        for j in range(i + 1):
+            w = 1.0 if i == j else 2.0
+            for p in range(P):
+                for p2 in range(P):
+                    _unit_entries(GA, dA, i, j, p, p2, ka)
+                    if not same:
+                        _unit_entries(GB, dB, i, j, p, p2, kb)
+                    for u in range(H):
+                        acc[u] += w * ka[u] * (ka[u] if same else kb[u])
+        row = 0.0
+        for u in range(H):
+            row += acc[u]
+        total += row
+    return total
+
+
+@njit
+def _any_nonzero(x):
+    """Whether a flat float array has a nonzero entry (stops at the first; one pass, no temporaries)."""
+    for v in x:
+        if v != 0.0:
+            return True
+    return False
+
+
+# ------------------------------------------------------------------------------ build
+
+
+def unit_blocks(lin, memory_limit=None):
+    """K's per-unit blocks from the Kronecker core of ``lin`` (derivation in the module notes).
+
+    Parameters
+    ----------
+    lin : kpref.Linearization
+    memory_limit : int, optional
+        Bytes the Grams (``n²`` floats per site) and each dense block may take
+        (default: ``lin.memory_limit``).
+
+    Returns
+    -------
+    KBlocks
+
+    Raises
+    ------
+    NotImplementedError
+        Naming the cell, when ``K`` has no per-unit block structure (no weight
+        sites, a state or site not made of whole units, or a ``D`` with an
+        entry coupling two units).
+    """
+    for attr in ("shape", "cell", "kronecker_factors"):
+        if not hasattr(lin, attr):
+            raise TypeError(f"lin: expected a kpref Linearization (from kpref.linearize), got {type(lin).__name__}")
+    cell = lin.cell
+    name = type(cell).__name__
+    limit = lin.memory_limit if memory_limit is None else memory_limit
+    B, T, S = lin.shape
+    H = cell.hidden_size
+    if S % H:
+        raise NotImplementedError(
+            f"unit_blocks: {name} has state size {S}, not a whole number of parts of hidden_size={H}; "
+            "K has no per-unit block structure here, use lin.K")
+    P = S // H
+    n = B * T
+    try:
+        first = lin.kronecker_factors(limit, steps=(0, 1))
+    except NotImplementedError as exc:
+        raise NotImplementedError(
+            f"unit_blocks: {name} has no per-unit block structure of K (it declares no weight sites: "
+            f"{exc}); use lin.K") from exc
+    per_step = sum(8 * site.D.size for site in first)
+    # one step at a time once a step's D is large (its rows then need no reordering: no copy)
+    chunk = int(max(1, min(T, _CHUNK_BYTES // max(per_step, 1))))
+    acts, ds = [], []
+    for site in first:
+        o = site.D.shape[2]
+        if o % H:
+            raise NotImplementedError(
+                f"unit_blocks: {name}'s site {site.params} has {o} pre-activation rows, not a whole number "
+                f"of gates of hidden_size={H}; K has no per-unit block structure here, use lin.K")
+        check_memory("unit_blocks: site activities and per-unit D", 8 * n * (site.activity.shape[1] + P * o),
+                     limit)
+        acts.append(np.empty((B, T, site.activity.shape[1])))
+        ds.append(np.empty((B, T, P, o // H, H)))
+    idx = np.arange(H)
+    for t0 in range(0, T, chunk):
+        t1 = min(T, t0 + chunk)
+        sites = first if t0 == 0 and t1 == 1 else lin.kronecker_factors(limit, steps=(t0, t1))
+        m = B * (t1 - t0)
+        for k, site in enumerate(sites):
+            D = site.D
+            G = D.shape[2] // H
+            D5 = D.reshape(m, P, H, G, H)
+            e = D5[:, :, idx, :, idx]          # (H, m, P, G): the unit-diagonal part
+            D5[:, :, idx, :, idx] = 0.0        # (D is kronecker_factors' own fresh array)
+            if _any_nonzero(D.reshape(-1)):    # an entry coupling two units
+                worst = np.abs(D5)
+                r, p, u, q, u2 = np.unravel_index(int(np.argmax(worst)), worst.shape)
+                raise NotImplementedError(
+                    f"unit_blocks: {name}'s site {site.params} couples units: ∂F/∂(pre-activation) at row "
+                    f"(trial {r // (t1 - t0)}, step {t0 + r % (t1 - t0)}) has entry {worst.max():.3e} from "
+                    f"gate {q} of unit {u2} to state part {p} of unit {u}; K has no per-unit block structure, "
+                    "use lin.K")
+            ds[k][:, t0:t1] = e.transpose(1, 2, 3, 0).reshape(B, t1 - t0, P, G, H)
+            acts[k][:, t0:t1] = site.activity.reshape(B, t1 - t0, -1)
+    sites = [UnitSite(s.params, a.reshape(n, -1), d.reshape(n, P, d.shape[3], H))
+             for s, a, d in zip(first, acts, ds)]
+    return KBlocks((B, T, S), H, sites, cell_name=name, memory_limit=limit)
+
+
+# ---------------------------------------------------------------------------- KBlocks
+
+
+class KBlocks:
+    """``K = ⊕_u K_u``: the per-unit blocks of a linearization's ``K`` (module notes).
+
+    Build with :func:`unit_blocks` (or ``lin.K_blocks()``), or from sites
+    directly (``KBlocks(shape, H, sites)``, e.g. to test a checker).
+
+    Attributes
+    ----------
+    shape : (B, T, S)
+    units : int
+        ``H``, the number of blocks.
+    parts : int
+        ``P = S / H`` state entries per unit (LSTM: 2).
+    fan_in : int
+        ``f = Σ_s G_s · dim a_s``, the parameters of one unit.
+    form : {'fan_in', 'trajectory'}
+        The smaller of ``f`` and ``n·P``: blocks are ``M_u = F_uᵀF_u`` or ``K_u``.
+    block_size : int
+        ``min(f, n·P)``.
+    sites : list of UnitSite
+    cell_name : str
+    workers : int
+        Threads for the per-block factorizations (default 1; settable).
+    """
+
+    def __init__(self, shape, units, sites, *, cell_name="cell", memory_limit=None):
+        B, T, S = (int(v) for v in shape)
+        self.shape = (B, T, S)
+        self.size = B * T * S
+        self.units = int(units)
+        if S % self.units:
+            raise ValueError(f"units: expected a divisor of S={S}, got {units}")
+        self.parts = S // self.units
+        self.cell_name = cell_name
+        self.memory_limit = DEFAULT_MEMORY_LIMIT if memory_limit is None else memory_limit
+        n = B * T
+        if not sites:
+            raise ValueError("sites: expected at least one weight site, got none")
+        for s in sites:
+            if s.activity.ndim != 2 or s.activity.shape[0] != n:
+                raise ValueError(f"sites: activity of {s.params} has shape {s.activity.shape}, expected ({n}, a)")
+            if s.d.ndim != 4 or s.d.shape[0] != n or s.d.shape[1] != self.parts or s.d.shape[3] != self.units:
+                raise ValueError(f"sites: d of {s.params} has shape {s.d.shape}, "
+                                 f"expected ({n}, {self.parts}, G, {self.units})")
+        self.sites = [UnitSite(tuple(s.params), np.array(s.activity, dtype=np.float64),
+                               np.array(s.d, dtype=np.float64)) for s in sites]
+        self.fan_in = sum(s.d.shape[2] * s.activity.shape[1] for s in self.sites)
+        self.rows = n * self.parts
+        self.form = "fan_in" if self.fan_in <= self.rows else "trajectory"
+        self.block_size = min(self.fan_in, self.rows)
+        self._grams = None
+        self._eig = None
+        self.workers = 1
+
+    def __repr__(self):
+        B, T, S = self.shape
+        return (f"KBlocks({self.cell_name}, B={B}, T={T}, S={S}: {self.units} blocks in {self.form!r} form "
+                f"of size {self.block_size})")
+
+    # ------------------------------------------------------------ pieces
+    def grams(self):
+        """``Gram_s = a_s a_sᵀ`` of every site, stacked (s, n, n) (memory checked; cached)."""
+        if self._grams is None:
+            n = self.shape[0] * self.shape[1]
+            check_memory("KBlocks.grams", 8 * n * n * len(self.sites), self.memory_limit)
+            self._grams = np.stack([s.activity @ s.activity.T for s in self.sites])
+        return self._grams
+
+    def _stacked_d(self):
+        G = max(s.d.shape[2] for s in self.sites)
+        n = self.shape[0] * self.shape[1]
+        out = np.zeros((len(self.sites), n, self.parts, G, self.units))
+        for k, s in enumerate(self.sites):
+            out[k, :, :, :s.d.shape[2]] = s.d
+        return out
+
+    def _check_unit(self, u):
+        if isinstance(u, (bool, np.bool_)) or not isinstance(u, (int, np.integer)) or not 0 <= u < self.units:
+            raise ValueError(f"u: expected a unit index in [0, {self.units}), got {u!r}")
+        return int(u)
+
+    def factor(self, u):
+        """``F_u`` (n·P, f): rows ``(i, p)``, columns ``(site, gate, activity entry)``; ``K_u = F_u F_uᵀ``."""
+        u = self._check_unit(u)
+        check_memory("KBlocks.factor", 8 * self.rows * self.fan_in, self.memory_limit)
+        cols = []
+        for s in self.sites:
+            E = s.d[:, :, :, u]
+            cols.append((E[:, :, :, None] * s.activity[:, None, None, :]).reshape(self.rows, -1))
+        return np.concatenate(cols, axis=1)
+
+    def trajectory_block(self, u):
+        """``K_u`` (n·P, n·P), rows ``(i, p)`` with ``i = b·T + t``: ``Σ_s Gram_s ⊙ (E_s E_sᵀ)``."""
+        u = self._check_unit(u)
+        check_memory("KBlocks.trajectory_block", 8 * 2 * self.rows ** 2, self.memory_limit)
+        n, P = self.shape[0] * self.shape[1], self.parts
+        K = np.zeros((n, P, n, P))
+        for s, G in zip(self.sites, self.grams()):
+            E = s.d[:, :, :, u]
+            K += G[:, None, :, None] * np.einsum("ipq,jrq->ipjr", E, E, optimize=True)
+        return K.reshape(self.rows, self.rows)
+
+    def block(self, u):
+        """Block ``u`` in :attr:`form`: ``M_u = F_uᵀF_u`` (fan-in) or ``K_u`` (trajectory)."""
+        if self.form == "trajectory":
+            return self.trajectory_block(u)
+        check_memory("KBlocks.block", 8 * self.fan_in ** 2, self.memory_limit)
+        F = self.factor(u)
+        return F.T @ F
+
+    # ------------------------------------------------------------ spectra
+    def _map_units(self, fn):
+        """``[fn(u) for u in units]``, on :attr:`workers` threads when above 1 (BLAS/LAPACK release the GIL)."""
+        workers = check_positive_int("workers", self.workers)
+        if workers == 1:
+            return [fn(u) for u in range(self.units)]
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(fn, range(self.units)))
+
+    def block_eigenvalues(self):
+        """Eigenvalues of every block, ascending, (H, block_size) (cached).
+
+        With ``workers > 1`` the blocks are formed and factorized by that many
+        threads (LAPACK releases the GIL; run with one BLAS thread,
+        e.g. ``OPENBLAS_NUM_THREADS=1``, or the threads oversubscribe the cores).
+        """
+        if self._eig is None:
+            self._eig = np.stack(self._map_units(lambda u: np.linalg.eigvalsh(self.block(u))))
+        return self._eig
+
+    def eigenvalues(self, k=None, which="LA"):
+        """Eigenvalues of ``K`` ordered by ``which`` ('LA', 'SA', 'LM'): all ``B·T·S`` or the ``k`` first."""
+        check_choice("which", which, ("LA", "SA", "LM"))
+        n_zero = self.units * (self.rows - self.block_size)
+        if k is not None and which == "LA" and self._eig is None and k < self.block_size:
+            m = self.block_size
+            tops = self._map_units(lambda u: scipy.linalg.eigh(self.block(u), eigvals_only=True,
+                                                               subset_by_index=[m - k, m - 1], driver="evr"))
+            lam = np.concatenate(tops + [np.zeros(min(k, n_zero))])
+        else:
+            lam = np.concatenate([self.block_eigenvalues().ravel(), np.zeros(n_zero)])
+        if which == "LA":
+            order = np.argsort(-lam, kind="stable")
+        elif which == "SA":
+            order = np.argsort(lam, kind="stable")
+        else:
+            order = np.argsort(-np.abs(lam), kind="stable")
+        lam = lam[order]
+        return lam.copy() if k is None else lam[:k].copy()
+
+    def power_sums(self):
+        """``(Σλ², Σλ⁴) = (Σ_u ‖X_u‖_F², Σ_u ‖X_u²‖_F²)`` over the blocks ``X_u`` (no eigenvalues; cached spectrum if any).
+
+        ``K_u`` and ``M_u = F_uᵀF_u`` share their nonzero eigenvalues, so the
+        sums are the same in either form; one block product per unit (BLAS-3),
+        cheaper than the eigenvalues (tridiagonalization is half BLAS-2).
+        """
+        if self._eig is not None:
+            lam2 = self._eig ** 2
+            return float(lam2.sum()), float(np.sum(lam2 * lam2))
+
+        def one(u):
+            X = self.block(u)
+            X2 = X @ X
+            return float(np.sum(X * X)), float(np.sum(X2 * X2))
+        parts = self._map_units(one)
+        return float(sum(p[0] for p in parts)), float(sum(p[1] for p in parts))
+
+    def eigenpairs(self, k):
+        """The ``k`` largest eigenvalues of ``K`` and their eigenvectors shaped (k, B, T, S).
+
+        Each vector is ``F_u y / √λ`` (fan-in form, ``M_u y = λ y``) or the
+        block's own eigenvector (trajectory form), placed on unit ``u``'s
+        entries ``p·H + u``; orthonormal (distinct units: disjoint supports).
+        """
+        k = check_positive_int("k", k)
+        if k > self.size:
+            raise ValueError(f"k: expected at most B·T·S = {self.size}, got {k}")
+        check_memory("KBlocks.eigenpairs", 8 * k * self.size, self.memory_limit)
+        m = self.block_size
+        kk = min(k, m)
+        cand = []
+        for u in range(self.units):
+            w, Y = scipy.linalg.eigh(self.block(u), subset_by_index=[m - kk, m - 1], driver="evr")
+            cand.extend((float(w[i]), u, i) for i in range(kk))
+        cand.sort(key=lambda c: -c[0])
+        chosen = cand[:k]
+        if len(chosen) < k or chosen[-1][0] <= 1e-12 * max(chosen[0][0], np.finfo(float).tiny):
+            raise ValueError(
+                f"k: K has fewer than {k} eigenvalues above 1e-12·λ_max (rank-deficient); its null space has no "
+                "distinguished basis, ask for fewer eigenvectors")
+        B, T, S = self.shape
+        P, H = self.parts, self.units
+        values = np.array([c[0] for c in chosen])
+        vecs = np.zeros((k, B, T, P, H))
+        by_unit = {}
+        for r, (_, u, i) in enumerate(chosen):
+            by_unit.setdefault(u, []).append((r, i))
+        for u, items in by_unit.items():
+            w, Y = scipy.linalg.eigh(self.block(u), subset_by_index=[m - kk, m - 1], driver="evr")
+            idx = [i for _, i in items]
+            V = Y[:, idx]
+            if self.form == "fan_in":
+                V = (self.factor(u) @ V) / np.sqrt(w[idx])
+            for (r, _), col in zip(items, V.T):
+                vecs[r, :, :, :, u] = col.reshape(B, T, P)
+        return values, vecs.reshape(k, B, T, S)
+
+    # ------------------------------------------------------------ traces
+    def trace(self):
+        """``tr K`` (module notes)."""
+        return float(sum(np.einsum("ic,ic->i", s.activity, s.activity) @ np.einsum("ipqu,ipqu->i", s.d, s.d)
+                         for s in self.sites))
+
+    def inner(self, other):
+        """``⟨K, K'⟩_F = tr(K K')`` with another :class:`KBlocks` of the same layout (numba kernel)."""
+        if not isinstance(other, KBlocks):
+            raise TypeError(f"other: expected KBlocks, got {type(other).__name__}")
+        if other.shape != self.shape or other.units != self.units:
+            raise ValueError(f"other: expected the layout {self.shape} with {self.units} units, "
+                             f"got {other.shape} with {other.units}")
+        same = other is self
+        GA, dA = self.grams(), self._stacked_d()
+        GB, dB = (GA, dA) if same else (other.grams(), other._stacked_d())
+        return float(_inner_kernel(GA, dA, GB, dB, same))
+
+    def frobenius_sq(self):
+        """``‖K‖_F² = tr(K²) = Σλ²``."""
+        return self.inner(self)
+
+    # ------------------------------------------------------------ matrix-free product
+    def matmat(self, X):
+        """``K X`` through the blocks (X (B·T·S, k)); for checks, ``lin.K`` is faster."""
+        B, T, S = self.shape
+        k = X.shape[1]
+        W = X.reshape(B * T, self.parts, self.units, k)
+        out = np.zeros_like(W)
+        for s, G in zip(self.sites, self.grams()):
+            Z = np.einsum("ipqu,ipuk->iquk", s.d, W)
+            Z = np.einsum("ij,jquk->iquk", G, Z)
+            out += np.einsum("ipqu,iquk->ipuk", s.d, Z)
+        return out.reshape(B * T * S, k)
+
+    # ------------------------------------------------------------ axis reductions
+    def reduced(self, axes, kind, reduction="sum"):
+        """Partial trace (``kind='partial_trace'``) or marginal sum of ``K`` over ``axes`` (indices of (B, T, S)).
+
+        Returns a :class:`BlockDiagonalOperator`: one block per unit while the
+        hidden axis is kept, a single dense block otherwise.
+        """
+        check_choice("kind", kind, ("partial_trace", "marginal_sum"))
+        check_choice("reduction", reduction, ("sum", "mean"))
+        axes = tuple(sorted(axes))
+        B, T, S = self.shape
+        H, P = self.units, self.parts
+        sizes = (B, T)
+        left, right = ["b", "t", "p"], ["c", "r", "q"]
+        out_l, out_r = [], []
+        for a in (0, 1):
+            if a not in axes:
+                out_l.append(left[a])
+                out_r.append(right[a])
+            elif kind == "partial_trace":
+                right[a] = left[a]
+        hidden_kept = 2 not in axes
+        if hidden_kept:
+            out_l.append("p")
+            out_r.append("q")
+        elif kind == "partial_trace":
+            right[2] = left[2]
+        spec = f"{''.join(left)}{''.join(right)}->{''.join(out_l + out_r)}"
+        kept_bt = tuple(sizes[a] for a in (0, 1) if a not in axes)
+        m = prod(kept_bt) * (P if hidden_kept else 1)
+        check_memory("KBlocks.reduced", 8 * (m * m * (H if hidden_kept else 1) + 2 * self.rows ** 2),
+                     self.memory_limit)
+        blocks = np.zeros((H if hidden_kept else 1, m, m))
+        for u in range(H):
+            Ku = self.trajectory_block(u).reshape(B, T, P, B, T, P)
+            R = np.einsum(spec, Ku).reshape(m, m)
+            if hidden_kept:
+                blocks[u] = R
+            else:
+                blocks[0] += R
+        n_traced = prod((B, T, S)[a] for a in axes)
+        if reduction == "mean":
+            blocks /= n_traced
+        kept_shape = tuple((B, T, S)[a] for a in range(3) if a not in axes)
+        if hidden_kept:
+            kbt = np.arange(prod(kept_bt))
+            index = (kbt[None, :, None] * S + np.arange(P)[None, None, :] * H
+                     + np.arange(H)[:, None, None]).reshape(H, m)
+        else:
+            index = np.arange(m)[None, :]
+        names = ", ".join(_AXES[a] for a in axes)
+        return BlockDiagonalOperator(f"{kind}(K, {names})", blocks, index, full_shape=self.shape,
+                                     traced_axes=axes, kind=kind, reduction=reduction, kept_shape=kept_shape)
+
+    def axis_grams(self, axes):
+        """``D_a = tr_{other axes}(K²)`` for each axis index in ``axes`` (effective dimensions; module notes)."""
+        B, T, S = self.shape
+        H, P = self.units, self.parts
+        D = {a: np.zeros(((B, T, S)[a],) * 2) for a in axes}
+        for u in range(H):
+            if self.form == "fan_in":
+                L = self.factor(u)
+                R = L @ (L.T @ L)
+            else:
+                L = R = self.trajectory_block(u)
+            L4 = L.reshape(B, T, P, -1)
+            R4 = R.reshape(B, T, P, -1)
+            if 0 in axes:
+                D[0] += np.einsum("btpx,ctpx->bc", L4, R4)
+            if 1 in axes:
+                D[1] += np.einsum("btpx,brpx->tr", L4, R4)
+            if 2 in axes:
+                hp = np.einsum("btpx,btqx->pq", L4, R4)
+                ix = np.arange(P) * H + u
+                D[2][np.ix_(ix, ix)] += hp
+        return D
+
+
+# -------------------------------------------------------------- block-diagonal operator
+
+
+class BlockDiagonalOperator(LinearOperator):
+    """A symmetric operator ``⊕_u R_u`` on index sets ``index[u]`` of its space (results of :meth:`KBlocks.reduced`).
+
+    Attributes as :class:`kpref.analysis.AxisReducedOperator`: ``name``,
+    ``full_shape``, ``traced_axes``, ``kept_axes``, ``kept_shape``, ``kind``,
+    ``reduction``; and ``blocks`` (U, m, m), ``index`` (U, m).
+    """
+
+    def __init__(self, name, blocks, index, *, full_shape, traced_axes, kind, reduction, kept_shape):
+        self.name = name
+        self.blocks = blocks
+        self.index = index
+        self.full_shape = full_shape
+        self.traced_axes = traced_axes
+        self.kept_axes = tuple(i for i in range(len(full_shape)) if i not in traced_axes)
+        self.kept_shape = kept_shape
+        self.kind = kind
+        self.reduction = reduction
+        n = int(index.size)
+        if n != prod(kept_shape):
+            raise ValueError(f"index: covers {n} entries, expected {prod(kept_shape)}")
+        super().__init__(dtype=np.float64, shape=(n, n))
+
+    def _matmat(self, X):
+        X = np.asarray(X, dtype=np.float64)
+        out = np.empty_like(X)
+        out[self.index] = np.matmul(self.blocks, X[self.index])
+        return out
+
+    def _matvec(self, x):
+        return self._matmat(np.reshape(x, (-1, 1)))[:, 0]
+
+    def _adjoint(self):
+        return self
+
+    def _rmatmat(self, X):
+        return self._matmat(X)
+
+    def _rmatvec(self, x):
+        return self._matvec(x)
+
+    def todense(self):
+        out = np.zeros(self.shape)
+        for blk, ix in zip(self.blocks, self.index):
+            out[np.ix_(ix, ix)] = blk
+        return out
+
+    def __repr__(self):
+        return f"<{self.shape[0]}x{self.shape[1]} {self.name}, {len(self.blocks)} blocks (float64)>"
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+
+def structure_of(op, required=False, name="op"):
+    """The :class:`KBlocks` behind ``op`` when it is a kpref ``K`` with the per-unit structure.
+
+    ``op`` is the operator an analysis received (a ``CheckedOperator``'s
+    ``.op`` or the raw argument). Returns ``None`` when ``op`` declares no
+    structure or its cell has none (``required=False``, the ``'auto'`` route);
+    with ``required=True`` raises instead, naming the cell.
+    """
+    f = op.unit_blocks if isinstance(op, NamedOperator) else None
+    if f is None:
+        if required:
+            raise ValueError(f"{name}: method='blocks' needs a linearization's K (lin.K), whose per-unit "
+                             f"structure is declared; got {type(op).__name__}")
+        return None
+    if required:
+        return f()
+    try:
+        return f()
+    except NotImplementedError:
+        return None

@@ -1,0 +1,341 @@
+"""K's per-unit blocks (kpref.analysis.unit_blocks, issue 17) against dense K, and the block route of the analyses.
+
+Tolerances: every compared quantity is computed twice in float64 from the
+same K (dense LAPACK/sums on ``todense(lin.K)`` against LAPACK/sums on the
+blocks). Both are backward stable: eigenvalues differ by at most
+``c·n·ε·‖K‖₂`` (n ≤ 240 here, so ≲ 1e-13·λ_max), traces and Frobenius sums by
+``n·ε`` relative. The issue's figure, 1e-12 relative to the largest
+magnitude, leaves a factor ≥ 10 over that bound; a dropped site changes the
+answers at O(1) (test_checker_catches_a_dropped_site).
+"""
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, strategies as st
+
+import kpref
+import kpref.strategies as kst
+from kpref import analysis
+from kpref.analysis import KBlocks, UnitSite, unit_blocks
+
+RTOL = 1e-12
+STRUCTURED = ["elman_tanh", "elman_relu", "gru", "leaky", "linear", "lstm"]
+WITHOUT = ["rate_euler", "rate_midpoint", "rate_rk4"]
+AXES = [("batch",), ("time",), ("hidden",), ("batch", "time"), ("batch", "hidden"), ("time", "hidden")]
+
+
+def _problem(name, B=2, T=4, N=2, H=3, bias=True, seed=0):
+    rng = np.random.default_rng(seed)
+    cell = kst.CELL_FACTORIES[name](N, H, bias)
+    return kpref.linearize(cell, cell.init_params(rng), rng.standard_normal((B, T, N)),
+                           0.3 * rng.standard_normal((B, cell.state_size)))
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), np.finfo(float).tiny))
+
+
+def check_blocks_against_dense(kb, K, rtol=RTOL):
+    """Raise AssertionError unless ``kb`` reproduces the dense ``K``: entries, eigenvalues, traces, partial traces."""
+    B, T, S = kb.shape
+    n = B * T * S
+    X = np.eye(n)
+    errors = {"entries": _rel(kb.matmat(X), K)}
+    lam = np.linalg.eigvalsh(K)[::-1]
+    errors["eigenvalues"] = float(np.abs(kb.eigenvalues() - lam).max() / np.abs(lam).max())
+    errors["trace"] = abs(kb.trace() - np.trace(K)) / abs(np.trace(K))
+    errors["frobenius"] = abs(kb.frobenius_sq() - np.sum(K * K)) / np.sum(K * K)
+    K6 = K.reshape(B, T, S, B, T, S)
+    dense_pt = {(0,): np.einsum("btsbrq->tsrq", K6).reshape(T * S, T * S),
+                (1,): np.einsum("btsctq->bscq", K6).reshape(B * S, B * S),
+                (2,): np.einsum("btscrs->btcr", K6).reshape(B * T, B * T)}
+    for axes, ref in dense_pt.items():
+        errors[f"partial trace {axes}"] = _rel(kb.reduced(axes, "partial_trace").todense(), ref)
+    bad = {k: v for k, v in errors.items() if not v <= rtol}
+    assert not bad, f"block route disagrees with dense K (relative errors above {rtol:g}): {bad}"
+    return errors
+
+
+# ----------------------------------------------------------------------- the structure
+
+
+@pytest.mark.parametrize("name", STRUCTURED)
+@pytest.mark.parametrize("bias", [True, False])
+def test_cross_unit_entries_of_dense_K_are_exactly_zero(name, bias):
+    lin = _problem(name, bias=bias)
+    B, T, S = lin.shape
+    H = lin.cell.hidden_size
+    K = kpref.todense(lin.K).reshape(B * T, S // H, H, B * T, S // H, H)
+    unit = np.arange(H)
+    cross = np.abs(K).copy()
+    cross[:, :, unit, :, :, unit] = 0.0
+    assert cross.max() == 0.0
+    assert np.abs(K[:, :, unit, :, :, unit]).max() > 0.0     # the blocks themselves are not empty
+
+
+@pytest.mark.parametrize("name", STRUCTURED)
+@pytest.mark.parametrize("bias", [True, False])
+def test_blocks_reproduce_dense_K(name, bias):
+    lin = _problem(name, bias=bias, H=4)
+    kb = lin.K_blocks()
+    assert lin.K_blocks() is kb                    # built once
+    assert kb.units == 4 and kb.parts == (2 if name == "lstm" else 1)
+    check_blocks_against_dense(kb, kpref.todense(lin.K))
+
+
+@given(kst.problems(names=STRUCTURED, max_batch=3, max_time=5, max_hidden=4))
+def test_blocks_reproduce_dense_K_on_random_problems(problem):
+    cell, theta, x, h0 = problem
+    lin = kpref.linearize(cell, theta, x, h0)
+    K = kpref.todense(lin.K)
+    # an all-zero K (e.g. relu cells with every unit off) has nothing to compare relative to
+    assume(np.abs(K).max() > 1e-8)
+    check_blocks_against_dense(lin.K_blocks(), K)
+
+
+def test_both_forms_agree():
+    """B·T below the fan-in (GRU, N=2, H=2: 3·3 + 3·3 = 18) gives the trajectory form, above it the fan-in form."""
+    forms = set()
+    for B, T in [(1, 3), (3, 8)]:
+        lin = _problem("gru", B=B, T=T, H=2)
+        kb = lin.K_blocks()
+        forms.add(kb.form)
+        check_blocks_against_dense(kb, kpref.todense(lin.K))
+    assert forms == {"fan_in", "trajectory"}
+
+
+def test_checker_catches_a_dropped_site():
+    """A deliberately wrong block (one site's d dropped for one unit, or the whole site) fails the checks."""
+    lin = _problem("gru", H=3)
+    kb = lin.K_blocks()
+    K = kpref.todense(lin.K)
+    for unit_only in (True, False):
+        sites = list(kb.sites)
+        d = sites[1].d.copy()
+        if unit_only:
+            d[:, :, :, 1] = 0.0
+        else:
+            d[:] = 0.0
+        sites[1] = UnitSite(sites[1].params, sites[1].activity, d)
+        wrong = KBlocks(kb.shape, kb.units, sites, cell_name="GRU")
+        with pytest.raises(AssertionError, match="disagrees"):
+            check_blocks_against_dense(wrong, K)
+        # each check on its own sees it
+        lam = np.linalg.eigvalsh(K)[::-1]
+        assert np.abs(wrong.eigenvalues() - lam).max() > 1e-6 * lam[0]
+        pt = np.einsum("btsbrq->tsrq", K.reshape(*kb.shape, *kb.shape)).reshape(kb.shape[1] * 3, -1)
+        assert _rel(wrong.reduced((0,), "partial_trace").todense(), pt) > 1e-6
+    # a wrong d on one row only (one site, one unit, one step)
+    sites = list(kb.sites)
+    d = sites[0].d.copy()
+    d[5, 0, 0, 2] *= 1.5
+    sites[0] = UnitSite(sites[0].params, sites[0].activity, d)
+    with pytest.raises(AssertionError, match="disagrees"):
+        check_blocks_against_dense(KBlocks(kb.shape, kb.units, sites), K)
+
+
+# -------------------------------------------------------------------------- refusals
+
+
+@pytest.mark.parametrize("name", WITHOUT)
+def test_cells_without_sites_are_refused_by_name(name):
+    lin = _problem(name)
+    with pytest.raises(NotImplementedError, match="RateODE"):
+        unit_blocks(lin)
+    with pytest.raises(NotImplementedError, match="RateODE"):
+        analysis.spectrum(lin.K, 3, method="blocks")
+    # 'auto' and the exact methods keep their dense / streamed routes for such cells
+    K = kpref.todense(lin.K)
+    assert _rel(analysis.spectrum(lin.K), np.linalg.eigvalsh(K)[::-1]) <= RTOL
+    assert abs(analysis.trace(lin.K) - np.trace(K)) <= RTOL * abs(np.trace(K))
+
+
+def test_sites_coupling_units_are_refused(monkeypatch):
+    """A cell whose D has an entry from one unit's gate to another unit's state has no per-unit structure."""
+    lin = _problem("elman_tanh", H=3)
+    original = lin.kronecker_factors
+
+    def coupled(memory_limit=None, *, steps=None):
+        sites = original(memory_limit, steps=steps)
+        D = sites[0].D
+        D[0, 0, 1] = 0.25                       # state entry of unit 0 fed by weight row of unit 1
+        return sites
+
+    monkeypatch.setattr(lin, "kronecker_factors", coupled)
+    with pytest.raises(NotImplementedError, match=r"Elman.*couples units.*unit 1 to state part 0 of unit 0"):
+        unit_blocks(lin)
+
+
+def test_method_blocks_needs_a_linearizations_K():
+    A = np.eye(4)
+    with pytest.raises(ValueError, match="method='blocks' needs a linearization's K"):
+        analysis.spectrum(A, method="blocks")
+    with pytest.raises(TypeError, match="Linearization"):
+        unit_blocks(A)
+
+
+def test_kronecker_factors_steps():
+    lin = _problem("lstm", B=2, T=5)
+    full = lin.kronecker_factors()
+    part = lin.kronecker_factors(steps=(1, 3))
+    B, T = 2, 5
+    rows = (np.arange(B)[:, None] * T + np.arange(1, 3)[None, :]).ravel()
+    for f, p in zip(full, part):
+        assert np.array_equal(p.D, f.D[rows]) and np.array_equal(p.activity, f.activity[rows])
+        assert np.array_equal(p.gram, f.gram[np.ix_(rows, rows)])
+    assert not np.shares_memory(part[0].D, part[1].D)   # the LSTM's two sites never share an array
+    for bad in [(3, 3), (0, 6), (-1, 2), [0, 1], (0.0, 1), (True, 2)]:
+        with pytest.raises(ValueError, match="steps"):
+            lin.kronecker_factors(steps=bad)
+
+
+# ------------------------------------------------------------ analyses through the blocks
+
+
+@pytest.mark.parametrize("name", STRUCTURED)
+def test_analyses_take_the_block_route_and_agree_with_dense(name):
+    lin = _problem(name, B=2, T=5, H=4)
+    K = kpref.todense(lin.K)
+    lam = np.linalg.eigvalsh(K)[::-1]
+    top = np.abs(lam).max()
+    assert np.abs(analysis.spectrum(lin.K) - analysis.spectrum(K)).max() <= RTOL * top
+    assert np.abs(analysis.spectrum(lin.K, 5) - lam[:5]).max() <= RTOL * top
+    assert np.abs(analysis.spectrum(lin.K, 4, "SA") - analysis.spectrum(K, 4, "SA")).max() <= RTOL * top
+    assert np.abs(analysis.singular_values(lin.K) - analysis.singular_values(K)).max() <= RTOL * top
+    assert np.abs(analysis.singular_values(lin.K, 3) - analysis.singular_values(K, 3)).max() <= RTOL * top
+    for f in (analysis.trace, analysis.frobenius_norm, analysis.participation_ratio, analysis.effective_rank):
+        assert abs(f(lin.K) - f(K)) <= RTOL * abs(f(K)), f.__name__
+    for q in (0.5, 0.9, 0.99):
+        assert analysis.variance_rank(lin.K, q) == analysis.variance_rank(K, q)
+    for axes in AXES:
+        for f in (analysis.partial_trace, analysis.marginal_sum):
+            for reduction in ("sum", "mean"):
+                got = f(lin.K, lin.shape, axes, reduction)
+                assert isinstance(got, analysis.BlockDiagonalOperator)
+                ref = kpref.todense(f(K, lin.shape, axes, reduction))
+                assert _rel(kpref.todense(got), ref) <= RTOL, (f.__name__, axes, reduction)
+                assert got.kept_shape == f(K, lin.shape, axes).kept_shape
+        # a reduction keeps the block route for its own spectrum
+        pt = analysis.partial_trace(lin.K, lin.shape, axes)
+        assert _rel(analysis.spectrum(pt), analysis.spectrum(kpref.todense(pt))) <= RTOL
+    dims = analysis.effective_dimensions(lin, operators=("K",))["K"]
+    for a, v in dims.items():
+        assert abs(v - analysis.effective_dimension(K, lin.shape, a)) <= RTOL * v, a
+
+
+def test_alignment_of_two_block_structured_Ks():
+    """cos(K, K') through the blocks: one cell at two parameter points, and a sub-batch's K against itself."""
+    rng = np.random.default_rng(3)
+    cell = kpref.GRU(2, 3)
+    x = rng.standard_normal((2, 4, 2))
+    la = kpref.linearize(cell, cell.init_params(rng), x)
+    lb = kpref.linearize(cell, cell.init_params(rng, g=1.5), x)
+    Ka, Kb = kpref.todense(la.K), kpref.todense(lb.K)
+    ref = analysis.alignment(Ka, Kb)
+    assert abs(analysis.alignment(la.K, lb.K) - ref) <= RTOL * abs(ref)
+    assert abs(analysis.alignment(la.K, la.K) - 1.0) <= RTOL
+    assert abs(ref) < 1 - 1e-6                  # the two points differ: the check can fail
+    # one structured and one plain operator: the streamed route, same answer
+    assert abs(analysis.alignment(la.K, Kb) - ref) <= RTOL * abs(ref)
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm", "elman_tanh"])
+def test_eigenvectors_of_K(name):
+    lin = _problem(name, B=2, T=5, H=3)
+    K = kpref.todense(lin.K)
+    kb = lin.K_blocks()
+    k = 6
+    values, vectors = kb.eigenpairs(k)
+    assert vectors.shape == (k, *lin.shape)
+    lam = np.linalg.eigvalsh(K)[::-1]
+    assert np.abs(values - lam[:k]).max() <= RTOL * lam[0]
+    V = vectors.reshape(k, -1).T
+    assert np.abs(V.T @ V - np.eye(k)).max() <= 1e-12
+    assert np.abs(K @ V - V * values).max() <= RTOL * lam[0]
+    with pytest.raises(ValueError, match="k"):
+        kb.eigenpairs(lin.size + 1)
+
+
+def test_memory_checks_on_dense_blocks():
+    lin = _problem("gru", B=2, T=4, H=3)
+    kb = lin.K_blocks()
+    small = KBlocks(kb.shape, kb.units, kb.sites, memory_limit=8 * 60)     # a block needs 8·2·8² bytes
+    with pytest.raises(MemoryError, match="KBlocks"):
+        small.block(0)
+    with pytest.raises(MemoryError, match="KBlocks"):
+        small.eigenvalues()
+    with pytest.raises(ValueError, match="unit index"):
+        lin.K_blocks().block(3)
+
+
+def test_block_route_matches_block_lanczos_at_medium_size():
+    """H = 64: the blocks' top eigenvalues against thick-restart block Lanczos on lin.K (tol 1e-10 relative)."""
+    rng = np.random.default_rng(0)
+    cell = kpref.GRU(3, 64)
+    lin = kpref.linearize(cell, cell.init_params(rng), rng.standard_normal((2, 10, 3)))
+    exact = analysis.spectrum(lin.K, 10)
+    lanczos = analysis.spectrum(lin.K, 10, method="lanczos", rng=0, tol=1e-10)
+    # Lanczos: each Ritz value within its residual ≤ tol·max|θ| of an eigenvalue (module notes of _spectral)
+    assert np.abs(exact - lanczos).max() <= 1e-10 * exact[0]
+
+
+# ------------------------------------------------------------- P per trial, block Lanczos
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm", "rate_rk4"])
+def test_propagator_singular_values_per_trial(name):
+    lin = _problem(name, B=3, T=4, H=3)
+    P = kpref.todense(lin.P)
+    sv = analysis.propagator_singular_values(lin)
+    B, T, S = lin.shape
+    assert sv.shape == (B, T * S)
+    ref = np.linalg.svd(P, compute_uv=False)
+    assert np.abs(np.sort(sv.ravel())[::-1] - ref).max() <= RTOL * ref[0]
+    for b in range(B):       # each row is its own trial's block
+        blk = P[b * T * S:(b + 1) * T * S, b * T * S:(b + 1) * T * S]
+        assert np.abs(sv[b] - np.linalg.svd(blk, compute_uv=False)).max() <= RTOL * ref[0]
+    with pytest.raises(MemoryError, match="one trial's block of P"):
+        analysis.propagator_singular_values(lin, memory_limit=8 * (T * S) ** 2)
+
+
+@pytest.mark.parametrize("orthogonalization", ["local+1", "cgs2"])
+def test_block_lanczos_orthogonalizations_agree_with_dense(orthogonalization):
+    """Both orthogonalization routes, on a spectrum with a cluster and a rank-deficient operator (SVD branch)."""
+    rng = np.random.default_rng(7)
+    n = 300
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    lam = np.concatenate([[5.0, 5.0, 5.0, 4.0], np.linspace(3.0, 0.0, n - 4)])
+    M = (Q * lam) @ Q.T
+    low = Q[:, :6] @ np.diag([6.0, 5.0, 4.0, 3.0, 2.0, 1.0]) @ Q[:, :6].T   # rank 6: an invariant subspace
+    for A, k in ((M, 8), (low, 5)):
+        ref = np.linalg.eigvalsh(A)[::-1][:k]
+        res = analysis.block_lanczos(lambda X: A @ X, n, k, "LA", block_size=4, rng=1,
+                                     orthogonalization=orthogonalization)
+        assert np.abs(res.values - ref).max() <= 1e-9 * ref[0]
+        assert res.residual_norms.max() <= 1e-10 * ref[0]
+        assert np.abs(res.vectors.T @ res.vectors - np.eye(k)).max() <= 1e-10
+    with pytest.raises(ValueError, match="orthogonalization"):
+        analysis.block_lanczos(lambda X: M @ X, n, 3, orthogonalization="mgs")
+
+
+def test_block_eigenvalues_with_worker_threads():
+    lin = _problem("gru", B=3, T=8, H=5)
+    serial = lin.K_blocks().eigenvalues()
+    threaded = KBlocks(*(lambda kb: (kb.shape, kb.units, kb.sites))(lin.K_blocks()))
+    threaded.workers = 2
+    assert np.array_equal(threaded.eigenvalues(), serial)      # the same LAPACK calls, block by block
+    bad = KBlocks(threaded.shape, threaded.units, threaded.sites)
+    bad.workers = 0
+    with pytest.raises(ValueError, match="workers"):
+        bad.eigenvalues()
+
+
+@pytest.mark.parametrize("B, T", [(1, 3), (3, 8)])     # trajectory and fan-in forms (GRU, N=2, H=2)
+def test_power_sums_without_eigenvalues(B, T):
+    lin = _problem("gru", B=B, T=T, H=2)
+    kb = lin.K_blocks()
+    fresh = KBlocks(kb.shape, kb.units, kb.sites)
+    s2, s4 = fresh.power_sums()                      # block products, no spectrum cached
+    lam = np.linalg.eigvalsh(kpref.todense(lin.K))
+    assert abs(s2 - np.sum(lam**2)) <= RTOL * s2 and abs(s4 - np.sum(lam**4)) <= RTOL * s4
