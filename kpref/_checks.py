@@ -29,6 +29,9 @@ __all__ = [
     "check_positive_float",
     "check_choice",
     "check_memory",
+    "check_memory_limit",
+    "check_finite_result",
+    "readonly_copy",
     "as_generator",
     "DEFAULT_MEMORY_LIMIT",
 ]
@@ -174,15 +177,62 @@ def check_choice(name, value, choices):
     return value
 
 
-def check_memory(what, nbytes, limit):
-    """Refuse a dense allocation of ``nbytes`` above ``limit`` bytes, with the figures."""
-    limit = DEFAULT_MEMORY_LIMIT if limit is None else limit
+def check_memory_limit(value, name="memory_limit"):
+    """``value`` as a number of bytes: ``None`` → the default (2 GiB), else a finite real ≥ 1.
+
+    NaN would switch every ``nbytes > limit`` test off, a negative or string
+    limit would fail later with a message about something else: all are
+    refused here, naming ``name``.
+    """
+    if value is None:
+        return DEFAULT_MEMORY_LIMIT
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected None or a number of bytes, got {value!r} ({type(value).__name__})")
+    as_float = float(value)
+    if not np.isfinite(as_float) or as_float < 1.0:
+        raise ValueError(f"{name}: expected a finite number of bytes >= 1, got {value!r}")
+    return int(as_float) if not isinstance(value, numbers.Integral) else operator.index(value)
+
+
+def check_memory(what, nbytes, limit, *, name="memory_limit"):
+    """Refuse a dense allocation of ``nbytes`` above ``limit`` bytes, with the figures.
+
+    ``limit`` is checked with :func:`check_memory_limit` (``None`` is the default).
+    """
+    limit = check_memory_limit(limit, name)
     if nbytes > limit:
         raise MemoryError(
             f"{what}: a dense materialization needs {nbytes / 1024**2:.1f} MiB, above the limit of "
             f"{limit / 1024**2:.1f} MiB; pass a larger memory_limit (in bytes) to allow it, "
             "or use the matrix-free operator"
         )
+
+
+def check_finite_result(what, arr, hint=""):
+    """Raise ``FloatingPointError`` if ``arr`` holds inf or NaN (a result, not an input: it overflowed).
+
+    kpref never returns a non-finite result silently: inputs are refused
+    (``ValueError``) before any work, and a result that overflows from finite
+    input raises this error naming the function, the first bad index and,
+    with ``hint``, what to change.
+    """
+    arr = np.asarray(arr)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        where = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise FloatingPointError(
+            f"{what}: the result is not finite ({arr[where].item()!r} at index {where}, "
+            f"{int((~finite).sum())} non-finite entries in all) although every input was finite"
+            + (f"; {hint}" if hint else "")
+        )
+    return arr
+
+
+def readonly_copy(arr):
+    """A fresh C-contiguous copy of ``arr`` with ``writeable=False`` (an immutable snapshot)."""
+    out = np.array(arr, order="C", copy=True)
+    out.flags.writeable = False
+    return out
 
 
 def as_generator(rng, name="rng"):

@@ -69,8 +69,9 @@ from math import prod
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
-from .._checks import DEFAULT_MEMORY_LIMIT, as_generator, check_choice, check_memory, check_positive_int
+from .._checks import check_memory_limit, DEFAULT_MEMORY_LIMIT, as_generator, check_choice, check_memory, check_positive_int
 from ..operators._input import as_operator, column_blocks, identity_block, stream_block_size
+from ..operators._named import CheckedInputOperator
 from ._traces import rademacher
 
 __all__ = [
@@ -123,7 +124,7 @@ def _axes(axis, ndim):
     return (_axis_index(axis, ndim),)
 
 
-class AxisReducedOperator(LinearOperator):
+class AxisReducedOperator(CheckedInputOperator):
     """The partial trace or marginal sum of an operator over some axes (module notes).
 
     Attributes
@@ -148,7 +149,7 @@ class AxisReducedOperator(LinearOperator):
         self.kept_shape = tuple(full_shape[i] for i in self.kept_axes)
         self.kind = kind
         self.reduction = reduction
-        self.memory_limit = DEFAULT_MEMORY_LIMIT if memory_limit is None else memory_limit
+        self.memory_limit = check_memory_limit(memory_limit)
         self.transposed = transposed
         self._partner = partner
         self._perm = traced_axes + self.kept_axes
@@ -224,7 +225,7 @@ class AxisReducedOperator(LinearOperator):
 
 
 def _reduced(kind, op, shape, axis, reduction, memory_limit):
-    chk = as_operator("op", op, square=True)
+    chk = as_operator("op", op, square=True, snapshot=True)   # the result must not alias a caller's array
     shape = _check_shape(shape, chk.shape[0])
     axes = _axes(axis, len(shape))
     check_choice("reduction", reduction, ("sum", "mean"))
@@ -255,6 +256,7 @@ def partial_trace(op, shape, axis, reduction="sum", *, memory_limit=None):
         product of ``op`` with ``n_a · k`` vectors. See the module notes for
         the difference from :func:`marginal_sum`.
     """
+    memory_limit = check_memory_limit(memory_limit)
     return _reduced("partial_trace", op, shape, axis, reduction, memory_limit)
 
 
@@ -285,6 +287,7 @@ def marginal_sum(op, shape, axis, reduction="sum", *, memory_limit=None):
     >>> bool(np.allclose(ms, 2 * pt))     # identical trials: M_01 = M_00, so the sum is twice the trace
     True
     """
+    memory_limit = check_memory_limit(memory_limit)
     return _reduced("marginal_sum", op, shape, axis, reduction, memory_limit)
 
 
@@ -378,6 +381,7 @@ def effective_dimension(op, shape, axis, method="exact", n_probes=None, rng=None
     -------
     float in [1, n_a] (exact), or (float, float) with ``return_error``
     """
+    memory_limit = check_memory_limit(memory_limit)
     chk = as_operator("op", op)
     shape = _check_shape(shape, chk.shape[0])
     a = _axis_index(axis, len(shape))
@@ -407,6 +411,7 @@ def effective_dimensions(lin, operators=("K", "P", "NTK"), axes=AXIS_NAMES, meth
         ``{operator: {axis: value}}`` (``(value, error)`` with ``return_error``),
         e.g. ``dims['K']['time']`` is the "effective dimension in time" of ``K``.
     """
+    memory_limit = check_memory_limit(memory_limit)
     for attr in ("shape", "K", "P", "NTK"):
         if not hasattr(lin, attr):
             raise TypeError(f"lin: expected a kpref Linearization (from kpref.linearize), got {type(lin).__name__}")

@@ -59,8 +59,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, eigsh, svds
 
-from .._checks import as_generator, check_choice, check_memory, check_positive_float, check_positive_int
-from ..operators._input import as_operator, materialize, symmetric_part_checked
+from .._checks import check_memory_limit, as_generator, check_choice, check_memory, check_positive_float, check_positive_int
+from ..operators._input import as_operator, materialize, probe_symmetric, symmetric_part_checked
 from ._traces import TraceTarget, check_method, direct_target, estimate, gram_target
 
 __all__ = [
@@ -151,7 +151,12 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
     LanczosResult
         The algorithm is in the notes of :mod:`kpref.analysis._spectral`.
     """
+    memory_limit = check_memory_limit(memory_limit)
     rng = as_generator(rng)
+    n = check_positive_int("n", n)
+    if not callable(matmat):
+        raise TypeError(f"matmat: expected a callable X (n, b) -> A X, got {type(matmat).__name__}")
+    check_choice("which", which, _WHICH)
     tol = check_positive_float("tol", tol)
     if tol < 1e-14:
         raise ValueError(f"tol: expected at least 1e-14 (rounding limits the residual), got {tol}")
@@ -168,16 +173,29 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
             f"{max_basis + b}, got {n}; use method='dense'"
         )
     check_memory("block Lanczos basis", 8 * n * (max_basis + 2 * b), memory_limit)
+
+    def product(X):
+        Y = np.asarray(matmat(X))
+        if Y.shape != X.shape or Y.dtype.kind != "f":
+            raise ValueError(f"matmat: expected a real float block of shape {X.shape}, got "
+                             f"{Y.dtype} of shape {Y.shape}")
+        Y = np.asarray(Y, dtype=np.float64)
+        if not np.isfinite(Y).all():
+            raise ValueError(f"matmat: expected a finite product, got {int((~np.isfinite(Y)).sum())} "
+                             "non-finite values")
+        return Y
+
+    probe_products = probe_symmetric("matmat", product, n, what="block Lanczos")
     keep = min(max_basis - b, max(k, (max_basis - b + k) // 2))
     V = np.empty((n, max_basis))
     H = np.zeros((max_basis, max_basis))
     P, _ = _orthonormal_block(rng.standard_normal((n, b)), V[:, :0], b, rng, 0.0)
     m = 0
-    products = 0
+    products = probe_products      # the symmetry probe's columns count
     restarts = 0
     scale = 0.0
     while True:
-        AP = np.asarray(matmat(P), dtype=np.float64)
+        AP = product(P)
         products += b
         V[:, m:m + b] = P
         Vb = V[:, :m + b]
@@ -199,7 +217,7 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
         estimated = np.linalg.norm(R @ Y[m - b:m, :k], axis=0)
         if np.all(estimated <= threshold):
             U = V[:, :m] @ Y[:, :k]
-            AU = np.asarray(matmat(U), dtype=np.float64)
+            AU = product(U)
             products += k
             true_res = np.linalg.norm(AU - U * theta[:k], axis=0)
             if np.all(true_res <= threshold) or scale == 0.0:
@@ -272,6 +290,7 @@ def spectrum(op, k=None, which="LA", *, method="auto", tol=1e-10, block_size=Non
     -------
     (k,) or (n,) float64 array, ordered by ``which``
     """
+    memory_limit = check_memory_limit(memory_limit)
     chk = as_operator("op", op, square=True)
     n = chk.shape[0]
     check_choice("which", which, _WHICH)
@@ -285,6 +304,7 @@ def spectrum(op, k=None, which="LA", *, method="auto", tol=1e-10, block_size=Non
         lam = np.linalg.eigvalsh(_dense_symmetric(chk, memory_limit))
         lam = lam[_order(lam, which)]
         return lam if k is None else lam[:k].copy()
+    probe_symmetric("op", chk.matmat, n, what=f"spectrum(method={method!r})")
     if method == "lanczos":
         return block_lanczos(chk.matmat, n, k, which, block_size=block_size, max_basis=max_basis, tol=tol,
                              rng=rng, memory_limit=memory_limit).values
@@ -311,6 +331,7 @@ def singular_values(op, k=None, *, method="auto", tol=1e-10, block_size=None, ma
     tol, block_size, max_basis, rng, memory_limit
         As in :func:`spectrum`.
     """
+    memory_limit = check_memory_limit(memory_limit)
     chk = as_operator("op", op)
     n_out, n_in = chk.shape
     small = min(n_out, n_in)
@@ -360,6 +381,7 @@ def participation_ratio(op, method="exact", n_probes=None, rng=None, *, return_e
     -------
     float in [1, rank M] (exact), or (float, float) with ``return_error``
     """
+    memory_limit = check_memory_limit(memory_limit)
     chk = as_operator("op", op, square=True)
     n_probes, gen = check_method(method, n_probes, rng)
     if method == "exact":
@@ -374,6 +396,7 @@ def participation_ratio(op, method="exact", n_probes=None, rng=None, *, return_e
             )
         value = float(lam.sum() ** 2 / np.sum(lam * lam))
         return (value, 0.0) if return_error else value
+    probe_symmetric("op", chk.matmat, chk.shape[0], psd=True, what=f"participation_ratio(method={method!r})")
     tr = estimate(method, direct_target(chk), n_probes, gen)
     sq = estimate(method, TraceTarget(chk.shape[0], factor=chk.matmat, factor_adjoint=chk.rmatmat), n_probes, gen)
     if sq.value <= 0.0:
@@ -407,6 +430,7 @@ def effective_rank(op, method="exact", n_probes=None, rng=None, *, return_error=
     >>> round(effective_rank(np.diag([2.0, 1.0])), 4)      # (4 + 1)² / (16 + 1)
     1.4706
     """
+    memory_limit = check_memory_limit(memory_limit)
     chk = as_operator("op", op)
     n_probes, gen = check_method(method, n_probes, rng)
     if method == "exact":
@@ -434,6 +458,7 @@ def variance_rank(op, q=0.95, *, memory_limit=None):
         every nonzero singular value, rounding included.
     memory_limit : int, optional
     """
+    memory_limit = check_memory_limit(memory_limit)
     chk = as_operator("op", op)
     q = check_positive_float("q", q, upper=1.0)
     s2 = np.linalg.svd(materialize(chk, memory_limit), compute_uv=False) ** 2

@@ -67,7 +67,7 @@ import numpy as np
 import scipy.linalg
 import scipy.linalg.lapack
 
-from .._checks import as_generator, check_choice, check_positive_int
+from .._checks import check_memory_limit, as_generator, check_choice, check_positive_int
 from ..operators._input import as_operator, column_blocks, identity_block, stream_block_size
 
 __all__ = ["trace", "frobenius_norm", "alignment", "TraceEstimate", "RANDOMIZED_METHODS"]
@@ -301,6 +301,7 @@ def trace(op, method="exact", n_probes=None, rng=None, *, return_error=False, me
     >>> round(value, 12), err          # 4 sketch vectors exceed the rank 3: exact
     (6.0, 0.0)
     """
+    memory_limit = check_memory_limit(memory_limit)
     chk = as_operator("op", op, square=True)
     n_probes, gen = check_method(method, n_probes, rng)
     if method == "exact":
@@ -320,6 +321,7 @@ def frobenius_norm(op, method="exact", n_probes=None, rng=None, *, return_error=
     its square root; the error estimate is propagated to first order,
     ``err(‖A‖_F) = err(‖A‖_F²) / (2‖A‖_F)``.
     """
+    memory_limit = check_memory_limit(memory_limit)
     chk = as_operator("op", op)
     n_probes, gen = check_method(method, n_probes, rng)
     if method == "exact":
@@ -358,6 +360,7 @@ def alignment(A, B, method="exact", n_probes=None, rng=None, *, return_error=Fal
     -------
     float in [-1, 1] (exact), or (float, float) with ``return_error``
     """
+    memory_limit = check_memory_limit(memory_limit)
     a = as_operator("A", A)
     b = as_operator("B", B)
     if a.shape != b.shape:

@@ -50,6 +50,7 @@ from .._checks import (
     check_bool,
     check_positive_float,
     check_positive_int,
+    readonly_copy,
 )
 
 __all__ = ["Cell", "StepPoint", "TorchConventionCell"]
@@ -68,15 +69,21 @@ class StepPoint:
     the product's GEMM (fresh pages are zero-filled by the kernel on first
     touch). Scratch contents are undefined between calls; kernels never
     return them.
+
+    ``cell`` is the cell that built the point (:meth:`Cell.point` sets it);
+    a cell's products refuse a point built by another cell (its cache means
+    something else). A point built by hand has ``cell=None`` and is checked
+    for its shapes only.
     """
 
-    __slots__ = ("theta", "h", "x", "cache", "_scratch")
+    __slots__ = ("theta", "h", "x", "cache", "cell", "_scratch")
 
-    def __init__(self, theta, h, x, cache):
+    def __init__(self, theta, h, x, cache, *, cell=None):
         self.theta = theta
         self.h = h
         self.x = x
         self.cache = cache
+        self.cell = cell
         self._scratch = {}
 
     def scratch(self, name, shape):
@@ -98,6 +105,7 @@ class StepPoint:
             self.h[start:stop],
             self.x[start:stop],
             tuple(c[start:stop] for c in self.cache),
+            cell=self.cell,
         )
 
 
@@ -266,14 +274,30 @@ class Cell(abc.ABC):
         return self._step(theta, h, x)
 
     def point(self, theta, h, x):
-        """The linearization point (a :class:`StepPoint`) of ``F`` at rows ``h``, ``x``."""
-        theta = self.check_theta(theta)
-        h, x = self._check_rows(h, x)
-        return StepPoint(theta, h, x, self._prepare(theta, h, x))
+        """The linearization point (a :class:`StepPoint`) of ``F`` at rows ``h``, ``x``.
+
+        The point holds read-only copies of ``theta``, ``h`` and ``x``: changing
+        the caller's arrays afterwards does not change it.
+        """
+        theta = readonly_copy(self.check_theta(theta))
+        h, x = (readonly_copy(a) for a in self._check_rows(h, x))
+        return StepPoint(theta, h, x, self._prepare(theta, h, x), cell=self)
 
     def _check_point(self, pt):
         if not isinstance(pt, StepPoint):
             raise TypeError(f"pt: expected a StepPoint from cell.point(theta, h, x), got {type(pt).__name__}")
+        if pt.cell is not None and pt.cell is not self:
+            raise ValueError(
+                f"pt: expected a StepPoint built by this cell ({self!r}), got one built by {pt.cell!r}; "
+                "build it with this cell's point(theta, h, x)")
+        M = np.shape(pt.h)[0] if np.ndim(pt.h) == 2 else None
+        if (np.shape(pt.theta) != (self.num_params,) or M is None or np.shape(pt.h) != (M, self.state_size)
+                or np.shape(pt.x) != (M, self.input_size)
+                or any(np.shape(c)[:1] != (M,) for c in pt.cache)):
+            raise ValueError(
+                f"pt: expected a StepPoint of {self!r} (theta ({self.num_params},), h (M, {self.state_size}), "
+                f"x (M, {self.input_size}), cache rows M), got theta {np.shape(pt.theta)}, h {np.shape(pt.h)}, "
+                f"x {np.shape(pt.x)}, cache rows {[np.shape(c)[:1] for c in pt.cache]}")
         return pt
 
     def _check_state_block(self, name, V, pt):

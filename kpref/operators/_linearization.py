@@ -48,7 +48,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..cells._cell import StepPoint
-from .._checks import as_real_array, check_choice, check_memory, DEFAULT_MEMORY_LIMIT
+from .._checks import (as_real_array, check_choice, check_finite_result, check_memory, check_memory_limit,
+                       readonly_copy)
 from ._named import NamedOperator
 from ..cells._simulate import _run, check_problem
 
@@ -83,6 +84,18 @@ def linearize(cell, theta, x, h0=None, *, strategy="auto", adjoint="discrete", m
     Linearization
     """
     theta, x, h0 = check_problem(cell, theta, x, h0)
+    strategy, adjoint, memory_limit = _check_options(cell, strategy, adjoint, memory_limit)
+    z = _run(cell, theta, x, h0)
+    check_finite_result("linearize: the trajectory z", z, _DIVERGED_HINT)
+    lin = Linearization.__new__(Linearization)
+    lin._setup(cell, theta, x, h0, z, strategy, adjoint, memory_limit)
+    return lin
+
+
+_DIVERGED_HINT = "the recurrence diverged: lower the gain g, the weights or the input scale"
+
+
+def _check_options(cell, strategy, adjoint, memory_limit):
     check_choice("strategy", strategy, ("auto", "matrix_free", "materialized"))
     check_choice("adjoint", adjoint, ("discrete", "continuous"))
     if adjoint == "continuous" and not hasattr(cell, "continuous_adjoint_gradient"):
@@ -90,34 +103,69 @@ def linearize(cell, theta, x, h0=None, *, strategy="auto", adjoint="discrete", m
             f"adjoint: 'continuous' needs an ODE cell (RateODE, ODECell), got {type(cell).__name__}; "
             "use adjoint='discrete'"
         )
-    z = _run(cell, theta, x, h0)
-    return Linearization(cell, theta, x, h0, z, strategy=strategy, adjoint=adjoint, memory_limit=memory_limit)
+    return strategy, adjoint, check_memory_limit(memory_limit)
+
+
+#: One step of F recomputed from the given z agrees with z to this relative accuracy in float64
+#: (a step is O(1) flops per entry, rounding ~1e-16 relative; 1e-10 leaves room for another
+#: implementation's order of operations, and still catches any z that is not the trajectory).
+_TRAJECTORY_RTOL = 1e-10
 
 
 class Linearization:
     """A trajectory and its linearization; the K-P operators as ``LinearOperator``\\ s.
 
-    Build with :func:`linearize`. Attributes: ``cell``, ``theta``, ``x``,
+    Build with :func:`linearize` (or ``Linearization(cell, theta, x, h0, z)``
+    for a trajectory ``z`` computed elsewhere: every argument is checked, and
+    ``z`` must satisfy ``z_t = F(z_{t-1}, x_t; θ)`` at every step to a relative
+    1e-10). Attributes: ``cell``, ``theta``, ``x``,
     ``h0``, ``z`` (B, T, S), ``shape == (B, T, S)``, ``size == B*T*S``,
     ``num_params``, ``strategy`` (the one in use), ``adjoint``; operators
     ``P``, ``P_inv``, ``J_theta``, ``K``, ``NTK`` (and ``P.H`` = ``P*``).
+
+    A Linearization is an immutable snapshot: ``theta``, ``x``, ``h0`` and
+    ``z`` are private read-only copies (changing the caller's arrays, e.g.
+    ``theta -= lr * lin.grad(e)``, changes nothing here), and every array it
+    hands out is read-only or a fresh copy.
     """
 
     def __init__(self, cell, theta, x, h0, z, *, strategy="auto", adjoint="discrete", memory_limit=None):
+        theta, x, h0 = check_problem(cell, theta, x, h0)
+        B, T, _ = x.shape
+        z = as_real_array("z", z, (B, T, cell.state_size), ("B", "T", "S"))
+        strategy, adjoint, memory_limit = _check_options(cell, strategy, adjoint, memory_limit)
+        h_prev = np.concatenate([h0[:, None], z[:, :-1]], axis=1).reshape(B * T, -1)
+        stepped = cell._step(theta, h_prev, np.ascontiguousarray(x).reshape(B * T, -1)).reshape(z.shape)
+        err = np.abs(stepped - z)
+        bound = _TRAJECTORY_RTOL * np.maximum(1.0, np.abs(z))
+        if not (err <= bound).all():
+            b, t, s = (int(i) for i in np.unravel_index(np.argmax(err - bound), z.shape))
+            raise ValueError(
+                f"z: expected the trajectory of cell at (theta, x, h0), z_t = F(z_(t-1), x_t; theta), got "
+                f"|z - F(z_prev, x)| = {err[b, t, s]:.3e} at trial {b}, step {t}, unit {s} (tolerance "
+                f"{_TRAJECTORY_RTOL:g} relative); use kpref.linearize(cell, theta, x, h0) to compute it"
+            )
+        self._setup(cell, theta, x, h0, z, strategy, adjoint, memory_limit)
+
+    def _setup(self, cell, theta, x, h0, z, strategy, adjoint, memory_limit):
+        """Build from checked arrays (copied here: the snapshot owns its data)."""
+        theta, x, h0, z = (readonly_copy(a) for a in (theta, x, h0, z))
         self.cell, self.theta, self.x, self.h0, self.z = cell, theta, x, h0, z
         B, T, S = z.shape
         self.shape = (B, T, S)
         self.size = B * T * S
         self.num_params = cell.num_params
         self.adjoint = adjoint
-        self.memory_limit = DEFAULT_MEMORY_LIMIT if memory_limit is None else memory_limit
+        self.memory_limit = memory_limit
         # rows ordered (t, b): row t*B + b holds (h_{t-1}, x_t)
         h_prev = np.empty((T, B, S))
         h_prev[0] = h0
         h_prev[1:] = z[:, :-1].transpose(1, 0, 2)
         h_rows = h_prev.reshape(T * B, S)
-        x_rows = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(T * B, cell.input_size)
-        self.point = StepPoint(theta, h_rows, x_rows, cell._prepare(theta, h_rows, x_rows))
+        x_rows = np.array(x.transpose(1, 0, 2), order="C").reshape(T * B, cell.input_size)
+        h_rows.flags.writeable = False
+        x_rows.flags.writeable = False
+        self.point = StepPoint(theta, h_rows, x_rows, cell._prepare(theta, h_rows, x_rows), cell=cell)
         self._steps = [self.point.rows(t * B, (t + 1) * B) for t in range(T)]
         dense_bytes = 8 * B * T * S * S
         if strategy == "auto":
@@ -128,6 +176,7 @@ class Linearization:
         if strategy == "materialized":
             check_memory("linearize(strategy='materialized')", dense_bytes, self.memory_limit)
             self._A = cell._state_jacobian(self.point).reshape(T, B, S, S)
+            self._A.flags.writeable = False
         n, p = self.size, self.num_params
         self.P = NamedOperator("P", (n, n), self._P_matmat, self._Pstar_matmat, "P*")
         self.P_inv = NamedOperator("P_inv", (n, n), self._Pinv_matmat, self._Pinv_rmatmat, "P_inv*")
@@ -175,6 +224,7 @@ class Linearization:
 
     def state_jacobians(self, memory_limit=None):
         """Dense ``A`` at every (trial, step): (B, T, S, S), memory-checked."""
+        memory_limit = self.memory_limit if memory_limit is None else check_memory_limit(memory_limit)
         B, T, S = self.shape
         check_memory("state_jacobians", 8 * B * T * S * S, self.memory_limit if memory_limit is None else memory_limit)
         A = self._A if self._A is not None else self.cell._state_jacobian(self.point).reshape(T, B, S, S)
@@ -280,6 +330,7 @@ class Linearization:
         different activities and no single ``D (Gram(a) ⊗ I) Dᵀ`` factor exists;
         for them ``lin.K`` (exact, matrix-free) is the operator to use.
         """
+        memory_limit = self.memory_limit if memory_limit is None else check_memory_limit(memory_limit)
         if not hasattr(self.cell, "_sites"):
             raise NotImplementedError(
                 f"kronecker_factors: {type(self.cell).__name__} does not declare its weight sites "
@@ -371,6 +422,12 @@ def mse_loss(z, target, w_out, b_out=None, *, mask=None, reduction="mean", cell=
         ``torch.nn.MSELoss``'s: 'mean' divides by ``B·T·O`` — the number of
         all entries, masked or not, as SPEC §4 says — 'sum' does not.
 
+    Raises
+    ------
+    FloatingPointError
+        If the loss or a gradient overflows to inf/NaN (every input being
+        finite): a non-finite result is never returned.
+
     Returns
     -------
     Loss
@@ -409,13 +466,18 @@ def mse_loss(z, target, w_out, b_out=None, *, mask=None, reduction="mean", cell=
         if (m < 0).any():
             raise ValueError(f"mask: expected non-negative weights, got minimum {m.min()}")
     zr = z[:, :, :R]
-    y = zr @ w_out.T + b_out
-    diff = y - target
-    c = float(B * T * O) if reduction == "mean" else 1.0
-    value = float(np.sum(m * diff * diff) / c)
-    dy = (2.0 / c) * (m * diff)
-    e = np.zeros((B, T, S))
-    e[:, :, :R] = dy @ w_out
-    grad_w = dy.reshape(-1, O).T @ zr.reshape(-1, R)
-    grad_b = dy.reshape(-1, O).sum(axis=0)
+    with np.errstate(over="ignore", invalid="ignore"):   # an overflow is reported below, as an error
+        y = zr @ w_out.T + b_out
+        diff = y - target
+        c = float(B * T * O) if reduction == "mean" else 1.0
+        value = float(np.sum(m * diff * diff) / c)
+        dy = (2.0 / c) * (m * diff)
+        e = np.zeros((B, T, S))
+        e[:, :, :R] = dy @ w_out
+        grad_w = dy.reshape(-1, O).T @ zr.reshape(-1, R)
+        grad_b = dy.reshape(-1, O).sum(axis=0)
+    # finite inputs can still overflow (|y − target|² > 1.8e308): raise, never return inf
+    for what, arr in (("value", value), ("y", y), ("e", e), ("grad_w_out", grad_w), ("grad_b_out", grad_b)):
+        check_finite_result(f"mse_loss: {what}", arr, "the readout or the trajectory is too large "
+                            "(in training, a sign of divergence: lower learning_rate)")
     return Loss(value, e, grad_w, grad_b, y)
