@@ -30,11 +30,15 @@ __all__ = [
     "check_choice",
     "check_memory",
     "check_memory_limit",
+    "check_size_memory",
     "check_finite_result",
     "readonly_copy",
     "as_generator",
     "DEFAULT_MEMORY_LIMIT",
 ]
+
+#: Largest integer any size, count or index argument may take.
+MAX_INT = 2**62
 
 #: Default limit, in bytes, for any dense materialization (callers may raise it).
 DEFAULT_MEMORY_LIMIT = 2 * 1024**3
@@ -146,6 +150,9 @@ def check_positive_int(name, value, *, minimum=1):
     value = operator.index(value)
     if value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+    if value > MAX_INT:
+        # no array axis, count or index can be this large (NumPy sizes are int64); refuse before any arithmetic
+        raise ValueError(f"{name}: expected an integer <= 2**62, got {value}")
     return value
 
 
@@ -192,6 +199,20 @@ def check_memory_limit(value, name="memory_limit"):
     if not np.isfinite(as_float) or as_float < 1.0:
         raise ValueError(f"{name}: expected a finite number of bytes >= 1, got {value!r}")
     return int(as_float) if not isinstance(value, numbers.Integral) else operator.index(value)
+
+
+def check_size_memory(names, nbytes, limit=None, *, what="the arrays"):
+    """Refuse (``ValueError`` naming the size arguments) an allocation of ``nbytes`` that a user size asks for.
+
+    ``names`` is the text naming the arguments and their values, e.g.
+    ``"batch_size=10**9, num_steps=50"``: the message starts with it.
+    """
+    limit = check_memory_limit(limit)
+    if nbytes > limit:
+        raise ValueError(
+            f"{names}: {what} would take {nbytes / 2**30:.3g} GiB, above the limit of {limit / 2**30:.3g} GiB "
+            "(memory_limit); use smaller sizes"
+        )
 
 
 def check_memory(what, nbytes, limit, *, name="memory_limit"):

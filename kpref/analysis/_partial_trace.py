@@ -69,7 +69,7 @@ from math import prod
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
-from .._checks import check_memory_limit, DEFAULT_MEMORY_LIMIT, as_generator, check_choice, check_memory, check_positive_int
+from .._checks import check_memory_limit, check_size_memory, DEFAULT_MEMORY_LIMIT, as_generator, check_choice, check_memory, check_positive_int
 from ..operators._input import as_operator, column_blocks, identity_block, stream_block_size
 from ..operators._named import CheckedInputOperator
 from ._traces import rademacher
@@ -317,6 +317,7 @@ def _pr_of_gram(D):
 def _axis_dims_hutchinson(chk, shape, axes, n_probes, rng):
     """Effective dimensions per axis from ``n_probes`` probes (U-statistic) with jackknife errors."""
     s = n_probes
+    check_size_memory(f"n_probes={n_probes}", 3 * 8 * max(chk.shape) * s, what="the probe blocks")
     Y = chk.matmat(rademacher(rng, chk.shape[1], s))
     a_k = np.einsum("ik,ik->k", Y, Y)       # tr D_k = ‖Aω_k‖², the same for every axis
     Y = Y.reshape(shape + (s,))
@@ -416,8 +417,11 @@ def effective_dimensions(lin, operators=("K", "P", "NTK"), axes=AXIS_NAMES, meth
         if not hasattr(lin, attr):
             raise TypeError(f"lin: expected a kpref Linearization (from kpref.linearize), got {type(lin).__name__}")
     shape = tuple(lin.shape)
-    if isinstance(operators, str) or isinstance(axes, str):
+    if isinstance(operators, str) or isinstance(axes, str):   # (before the sequence check: a clearer message)
         raise TypeError("operators, axes: expected sequences of names, e.g. ('K', 'P') and ('time',), got a string")
+    for label, seq in (("operators", operators), ("axes", axes)):
+        if not isinstance(seq, (tuple, list)) or len(seq) == 0:
+            raise TypeError(f"{label}: expected a non-empty sequence of names, got {seq!r}")
     for name in operators:
         check_choice("operators", name, ("K", "P", "NTK", "P_inv"))
     axis_idx = tuple(_axis_index(a, 3, "axes") for a in axes)

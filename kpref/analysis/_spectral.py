@@ -162,15 +162,18 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
         raise ValueError(f"tol: expected at least 1e-14 (rounding limits the residual), got {tol}")
     k = check_positive_int("k", k)
     b = min(max(-(-k // 2), 4), 32) if block_size is None else check_positive_int("block_size", block_size)
+    user_basis = max_basis is not None
     if max_basis is None:
         max_basis = min(max(k + 3 * b, 6 * k), n - b)
     else:
         max_basis = check_positive_int("max_basis", max_basis)
+    max_restarts = check_positive_int("max_restarts", max_restarts, minimum=0)
     max_basis = max(max_basis, k + 2 * b)
     if max_basis + b > n:
+        culprit = "max_basis" if user_basis and k + 3 * b <= n else "k"   # k alone would have fitted
         raise ValueError(
-            f"k: block Lanczos with k={k}, block_size={b} needs an operator of dimension above "
-            f"{max_basis + b}, got {n}; use method='dense'"
+            f"{culprit}: block Lanczos with k={k}, block_size={b}, max_basis={max_basis} needs an operator of "
+            f"dimension above {max_basis + b}, got {n}; use method='dense'"
         )
     check_memory("block Lanczos basis", 8 * n * (max_basis + 2 * b), memory_limit)
 
@@ -249,6 +252,17 @@ def _check_k(k, n):
     return k
 
 
+def _check_iterative_options(tol, block_size, max_basis, rng):
+    """Check the Lanczos/ARPACK options whatever the route (a dense call must not accept a bad tol or rng)."""
+    check_positive_float("tol", tol)
+    if block_size is not None:
+        check_positive_int("block_size", block_size)
+    if max_basis is not None:
+        check_positive_int("max_basis", max_basis)
+    if not isinstance(rng, np.random.Generator):
+        as_generator(rng)          # validates None / seed; a Generator is used as given (its state untouched)
+
+
 def _scipy_operator(n_out, n_in, matmat):
     return LinearOperator((n_out, n_in), matvec=lambda x: matmat(np.reshape(x, (-1, 1)))[:, 0],
                           matmat=matmat, dtype=np.float64)
@@ -294,6 +308,7 @@ def spectrum(op, k=None, which="LA", *, method="auto", tol=1e-10, block_size=Non
     chk = as_operator("op", op, square=True)
     n = chk.shape[0]
     check_choice("which", which, _WHICH)
+    _check_iterative_options(tol, block_size, max_basis, rng)
     check_choice("method", method, ("auto", "dense", "lanczos", "arpack"))
     k = _check_k(k, n)
     if method == "auto":
@@ -335,6 +350,7 @@ def singular_values(op, k=None, *, method="auto", tol=1e-10, block_size=None, ma
     chk = as_operator("op", op)
     n_out, n_in = chk.shape
     small = min(n_out, n_in)
+    _check_iterative_options(tol, block_size, max_basis, rng)
     check_choice("method", method, ("auto", "dense", "lanczos", "arpack"))
     k = _check_k(k, small)
     if method == "auto":

@@ -67,7 +67,7 @@ import numpy as np
 import scipy.linalg
 import scipy.linalg.lapack
 
-from .._checks import check_memory_limit, as_generator, check_choice, check_positive_int
+from .._checks import check_memory_limit, check_size_memory, as_generator, check_choice, check_positive_int
 from ..operators._input import as_operator, column_blocks, identity_block, stream_block_size
 
 __all__ = ["trace", "frobenius_norm", "alignment", "TraceEstimate", "RANDOMIZED_METHODS"]
@@ -230,7 +230,9 @@ def check_method(method, n_probes, rng, methods=METHODS):
 
 
 def estimate(method, target, n_probes, rng):
-    """Run the randomized estimator ``method`` on ``target``."""
+    """Run the randomized estimator ``method`` on ``target`` (its probe blocks memory-checked first)."""
+    # test vectors, their products and a basis: about 3 blocks of dim × n_probes floats
+    check_size_memory(f"n_probes={n_probes}", 3 * 8 * target.dim * n_probes, what="the probe blocks")
     return ESTIMATORS[method](target, n_probes, rng)
 
 

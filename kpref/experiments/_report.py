@@ -242,7 +242,10 @@ def run_memory_bytes(config):
 def check_run_memory(config, memory_limit):
     """Refuse (ValueError naming the options) a run whose arrays would exceed ``memory_limit`` bytes."""
     limit = check_memory_limit(memory_limit, "--memory-limit")
-    need = run_memory_bytes(config)
+    try:
+        need = run_memory_bytes(config)
+    except ValueError as err:           # a cell too large to build: name the option
+        raise ValueError(f"--hidden: {err}") from None
     if need > limit:
         raise ValueError(
             f"--hidden/--steps: the run needs about {need / 2**30:.3g} GiB of arrays (H={config.hidden_size}, "

@@ -47,7 +47,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..cells._cell import StepPoint
+from ..cells._cell import Cell, StepPoint
 from .._checks import (as_real_array, check_choice, check_finite_result, check_memory, check_memory_limit,
                        readonly_copy)
 from ._named import NamedOperator
@@ -231,7 +231,22 @@ class Linearization:
         return np.ascontiguousarray(A.transpose(1, 0, 2, 3))
 
     # ------------------------------------------------------------ sweeps
+    def _check_internal_block(self, name, Q):
+        B, T, S = self.shape
+        return as_real_array(name, Q, (None, T, B, S), ("k", "T", "B", "S"))
+
     def propagate_forward_in_time(self, Q):
+        """``P`` on a block ``Q`` (k, T, B, S) in the internal (time-major) layout: v_t = A_t v_{t-1} + q_t.
+
+        ``Q`` is checked (shape, float, finite); ``lin.P`` takes flat (B·T·S, k) blocks instead.
+        """
+        return self._sweep_forward(self._check_internal_block("Q", Q))
+
+    def propagate_backward_in_time(self, W):
+        """``P*`` on a block ``W`` (k, T, B, S): λ_{T-1} = w_{T-1}, λ_t = w_t + A_{t+1}ᵀ λ_{t+1} (checked)."""
+        return self._sweep_backward(self._check_internal_block("W", W))
+
+    def _sweep_forward(self, Q):
         """``P`` on an internal block Q (k, T, B, S): v_t = A_t v_{t-1} + q_t."""
         V = np.empty_like(Q)
         V[:, 0] = Q[:, 0]
@@ -239,7 +254,7 @@ class Linearization:
             V[:, t] = self._A_step(t, V[:, t - 1]) + Q[:, t]
         return V
 
-    def propagate_backward_in_time(self, W):
+    def _sweep_backward(self, W):
         """``P*`` on an internal block W: λ_{T-1} = w_{T-1}, λ_t = w_t + A_{t+1}ᵀ λ_{t+1}."""
         L = np.empty_like(W)
         T = self.shape[1]
@@ -282,10 +297,10 @@ class Linearization:
 
     # ------------------------------------------------- operator products
     def _P_matmat(self, X):
-        return self._to_flat(self.propagate_forward_in_time(self._to_internal(X)))
+        return self._to_flat(self._sweep_forward(self._to_internal(X)))
 
     def _Pstar_matmat(self, X):
-        return self._to_flat(self.propagate_backward_in_time(self._to_internal(X)))
+        return self._to_flat(self._sweep_backward(self._to_internal(X)))
 
     def _Pinv_matmat(self, X):
         V = self._to_internal(X)
@@ -312,8 +327,8 @@ class Linearization:
         return self._to_flat(self._J(self._JT(self._to_internal(X))))
 
     def _NTK_matmat(self, X):
-        W = self.propagate_backward_in_time(self._to_internal(X))
-        return self._to_flat(self.propagate_forward_in_time(self._J(self._JT(W))))
+        W = self._sweep_backward(self._to_internal(X))
+        return self._to_flat(self._sweep_forward(self._J(self._JT(W))))
 
     # ------------------------------------------------- Kronecker core of K
     def kronecker_factors(self, memory_limit=None):
@@ -375,7 +390,7 @@ class Linearization:
         if self.adjoint == "continuous":
             return self.cell.continuous_adjoint_gradient(self.theta, self.x, self.h0, self.z, e)
         W = np.ascontiguousarray(e.transpose(1, 0, 2))[None]
-        return self._JT(self.propagate_backward_in_time(W))[0]
+        return self._JT(self._sweep_backward(W))[0]
 
     def __repr__(self):
         B, T, S = self.shape
@@ -442,6 +457,8 @@ def mse_loss(z, target, w_out, b_out=None, *, mask=None, reduction="mean", cell=
         L = Σ m ⊙ (y − target)² / c
         ∂L/∂y = 2 r / c,   e = (∂L/∂y) W_out,   ∂L/∂W_out = Σ_{b,t} (∂L/∂y)_{bt} z_{r,bt}ᵀ
     """
+    if cell is not None and not isinstance(cell, Cell):
+        raise TypeError(f"cell: expected None or a kpref cell (e.g. kpref.GRU(...)), got {type(cell).__name__}")
     z = as_real_array("z", z, (None, None, None), ("B", "T", "S"))
     B, T, S = z.shape
     R = S if cell is None else cell.output_size

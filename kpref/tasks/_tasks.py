@@ -67,7 +67,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import as_generator, check_bool, check_choice, check_positive_int
+from .._checks import as_generator, check_bool, check_choice, check_positive_int, check_size_memory
 
 __all__ = [
     "MemoryProTrials",
@@ -149,6 +149,12 @@ def _check_memory_steps(value):
     return steps, steps
 
 
+def _check_trial_memory(batch_size, T, width, steps_text):
+    """The (B, T, width) arrays of a batch (inputs, targets, mask, noise: ≤ 4 such) must fit the default limit."""
+    check_size_memory(f"batch_size={batch_size}, {steps_text}", 4 * 8 * batch_size * T * max(width, 3),
+                      what=f"a batch of {batch_size} trials of {T} steps")
+
+
 def _memory_family(batch_size, rng, anti, delay, *, fixation_steps, stimulus_steps, memory_steps,
                    response_steps, grace_steps, noise_std, rule_inputs=0, rule=None):
     """Shared generator: per-trial ``anti``/``delay`` flags (B,) bool; checked scalars."""
@@ -156,6 +162,8 @@ def _memory_family(batch_size, rng, anti, delay, *, fixation_steps, stimulus_ste
     F, S, R = fixation_steps, stimulus_steps, response_steps
     low, high = memory_steps
     T = F + S + high + R
+    _check_trial_memory(B, T, 3 + rule_inputs, "fixation_steps + stimulus_steps + memory_steps + response_steps "
+                        f"= {T}")
     angle = rng.uniform(0.0, 2.0 * np.pi, size=B)
     if high > low:
         delay_len = rng.integers(low, high, size=B, endpoint=True)
@@ -243,6 +251,8 @@ def memory_pro(batch_size, rng=None, *, anti=False, delay=False, fixation_steps=
     delay = check_bool("delay", delay)
     kw = _check_memory_kwargs(fixation_steps, stimulus_steps, memory_steps, response_steps, grace_steps,
                               noise_std)
+    T = kw["fixation_steps"] + kw["stimulus_steps"] + kw["memory_steps"][1] + kw["response_steps"]
+    _check_trial_memory(batch_size, T, 3, f"fixation_steps + stimulus_steps + memory_steps + response_steps = {T}")
     x, target, mask = _memory_family(batch_size, rng, np.full(batch_size, anti), np.full(batch_size, delay), **kw)
     return MemoryProTrials(x, target, mask)
 
@@ -276,6 +286,7 @@ def flip_flop(batch_size, rng=None, *, n_bits=3, num_steps=50, p_flip=0.05, nois
     T = check_positive_int("num_steps", num_steps)
     p_flip = _check_probability("p_flip", p_flip)
     noise_std = _check_nonneg_float("noise_std", noise_std)
+    _check_trial_memory(batch_size, T, n_bits, f"num_steps={T}, n_bits={n_bits}")
     events = rng.uniform(size=(batch_size, T, n_bits)) < p_flip
     signs = np.where(rng.uniform(size=(batch_size, T, n_bits)) < 0.5, -1.0, 1.0)
     pulses = np.where(events, signs, 0.0)
@@ -329,6 +340,9 @@ def multitask(batch_size, rng=None, *, rules=("memory_pro", "memory_anti", "dela
     kw = _check_memory_kwargs(fixation_steps, stimulus_steps, memory_steps, response_steps, grace_steps,
                               noise_std)
     R = len(rules)
+    T = kw["fixation_steps"] + kw["stimulus_steps"] + kw["memory_steps"][1] + kw["response_steps"]
+    _check_trial_memory(batch_size, T, 3 + R, f"fixation_steps + stimulus_steps + memory_steps + response_steps "
+                        f"= {T}")
     rule = rng.permutation(np.arange(batch_size, dtype=np.int64) % R)
     flags = np.array([MEMORY_RULES[r] for r in rules], dtype=bool)  # (R, 2): anti, delay
     x, target, mask = _memory_family(batch_size, rng, flags[rule, 0], flags[rule, 1], rule_inputs=R,
