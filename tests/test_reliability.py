@@ -264,3 +264,36 @@ def test_an_overflowing_operator_product_raises():
     lin = kpref.linearize(cell, theta, np.full((1, 2, 1), 10.0))
     with pytest.raises(FloatingPointError, match=r"J_theta.matvec: the result is not finite"):
         lin.J_theta.matvec(np.full(cell.num_params, 1e308))
+
+
+def test_arpack_k_limits_are_kprefs_messages():
+    """SciPy's eigsh fell back to dense with a warning then raised TypeError; svds raised its own message."""
+    M = np.diag(np.arange(1.0, 7.0))
+    with pytest.raises(ValueError, match=r"k: method='arpack' needs k < n = 6, got 6"):
+        analysis.spectrum(M, k=6, method="arpack")
+    with pytest.raises(ValueError, match=r"k: method='arpack' needs k < min\(op.shape\) = 6, got 6"):
+        analysis.singular_values(M, k=6, method="arpack")
+    assert np.allclose(analysis.spectrum(M, k=5, method="arpack", rng=0), [6, 5, 4, 3, 2])
+
+
+def test_a_hand_built_step_point_with_integer_arrays_is_refused():
+    """A StepPoint built by hand with int arrays reached the numba kernels (TypingError)."""
+    cell = kpref.GRU(2, 3)
+    pt = cell.point(cell.init_params(0), np.zeros((2, 3)), np.zeros((2, 2)))
+    bad = kpref.StepPoint(pt.theta, pt.h.astype(np.int64), pt.x, pt.cache)
+    with pytest.raises(TypeError, match=r"pt: expected float64 arrays in a StepPoint, got pt.h"):
+        cell.state_jvp(bad, np.ones((1, 2, 3)))
+
+
+def test_propagate_methods_check_their_block():
+    cell, theta, x, rng = _gru_problem(H=3, B=2, T=4)
+    lin = kpref.linearize(cell, theta, x)
+    Q = rng.standard_normal((2, 4, 2, 3))       # (k, T, B, S)
+    V = lin.propagate_forward_in_time(Q)
+    flat = np.ascontiguousarray(Q.transpose(2, 1, 3, 0)).reshape(lin.size, 2)
+    assert np.allclose(np.ascontiguousarray(V.transpose(2, 1, 3, 0)).reshape(lin.size, 2), lin.P @ flat,
+                       rtol=1e-14, atol=1e-14)
+    with pytest.raises(ValueError, match=r"Q: expected shape \(\*, 4, 2, 3\)"):
+        lin.propagate_forward_in_time(Q.transpose(0, 2, 1, 3))
+    with pytest.raises(TypeError, match="W: expected a real floating array"):
+        lin.propagate_backward_in_time(Q + 1j)

@@ -323,6 +323,8 @@ def spectrum(op, k=None, which="LA", *, method="auto", tol=1e-10, block_size=Non
     if method == "lanczos":
         return block_lanczos(chk.matmat, n, k, which, block_size=block_size, max_basis=max_basis, tol=tol,
                              rng=rng, memory_limit=memory_limit).values
+    if k >= n:   # ARPACK needs k < n (SciPy would raise its own TypeError, or fall back to dense with a warning)
+        raise ValueError(f"k: method='arpack' needs k < n = {n}, got {k}; use method='dense' for all eigenvalues")
     gen = as_generator(rng)
     lam = eigsh(_scipy_operator(n, n, chk.matmat), k=k, which=which, tol=tol, v0=gen.standard_normal(n),
                 return_eigenvectors=False)
@@ -365,6 +367,8 @@ def singular_values(op, k=None, *, method="auto", tol=1e-10, block_size=None, ma
         lam = block_lanczos(gram, small, k, "LA", block_size=block_size, max_basis=max_basis, tol=tol, rng=rng,
                             memory_limit=memory_limit).values
         return np.sqrt(np.maximum(lam, 0.0))
+    if k >= small:   # svds needs k < min(shape) (SciPy's own message names no argument of ours)
+        raise ValueError(f"k: method='arpack' needs k < min(op.shape) = {small}, got {k}; use method='dense'")
     gen = as_generator(rng)
     lin = LinearOperator((n_out, n_in), matvec=lambda x: chk.matmat(np.reshape(x, (-1, 1)))[:, 0],
                          rmatvec=lambda x: chk.rmatmat(np.reshape(x, (-1, 1)))[:, 0],
