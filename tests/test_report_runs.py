@@ -215,3 +215,41 @@ def test_sigint_and_sigkill_leave_complete_files_or_none(reports, tmp_path):
             assert not [p for p in folder.iterdir() if p.name.startswith(".")]
     print("interrupt outcomes:", list(zip([c[0].name for c in cases], [round(c[1], 1) for c in cases], outcomes)))
     assert "previous report" in outcomes, outcomes              # at least one signal landed mid-run
+
+
+def test_a_crash_inside_the_commit_leaves_a_marked_folder(reports, tmp_path, monkeypatch):
+    """SIGKILL between two renames of the commit (too short a window to hit at random): emulated by a
+    failing os.replace after the mark and one file; the folder is marked INCOMPLETE, every visible file
+    is complete, read_report refuses it, and the next --overwrite run replaces it."""
+    base, other, _ = reports
+    out = _copy(base, tmp_path / "r")
+
+    def staged_run(config, folder, **kw):         # the new run's files, without recomputing them
+        for name in ("report.json", *_report.FIGURES):
+            shutil.copy(other / name, Path(folder) / name)
+        return json.loads((other / "report.json").read_text())
+
+    monkeypatch.setattr(_report, "_run_into", staged_run)
+    real_replace, calls = os.replace, []
+
+    class Killed(BaseException):
+        pass
+
+    def dying_replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 4:                        # mark, one temp file, one figure moved: then the crash
+            raise Killed
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(_report.os, "replace", dying_replace)
+    config = _report.config_from_args(_report.add_arguments(__import__("argparse").ArgumentParser()).parse_args(
+        ["--tiny", "--seed", "1"]))
+    with pytest.raises(Killed):
+        _report.run_report(config, str(out), overwrite=True)
+    monkeypatch.setattr(_report.os, "replace", real_replace)
+    assert (out / _report.INCOMPLETE).exists() and not (out / "manifest.json").exists()
+    _visible_files_are_complete(out)
+    with pytest.raises(_report.ReportFolderError, match="incomplete"):
+        _report.read_report(str(out))
+    _report.run_report(config, str(out), overwrite=True)
+    assert _report.read_report(str(out))["config"]["seed"] == 1 and not (out / _report.INCOMPLETE).exists()
