@@ -70,14 +70,21 @@ def _check_shape(name, arr, shape, dims):
             )
 
 
-def _check_finite(name, arr):
+def _nonfinite(arr):
+    """``None`` if ``arr`` is finite, else ``(first bad index, its value, number of bad entries)``."""
     finite = np.isfinite(arr)
-    if not finite.all():
-        bad = np.argwhere(~finite)[0]
-        where = tuple(int(i) for i in bad)
+    if finite.all():
+        return None
+    where = tuple(int(i) for i in np.argwhere(~finite)[0])
+    return where, arr[where], int((~finite).sum())
+
+
+def _check_finite(name, arr):
+    bad = _nonfinite(arr)
+    if bad is not None:
+        where, value, count = bad
         raise ValueError(
-            f"{name}: expected finite values, got {arr[where]!r} at index {where} "
-            f"({int((~finite).sum())} non-finite entries in all)"
+            f"{name}: expected finite values, got {value!r} at index {where} ({count} non-finite entries in all)"
         )
 
 
@@ -238,13 +245,12 @@ def check_finite_result(what, arr, hint=""):
     with ``hint``, what to change.
     """
     arr = np.asarray(arr)
-    finite = np.isfinite(arr)
-    if not finite.all():
-        where = tuple(int(i) for i in np.argwhere(~finite)[0])
+    bad = _nonfinite(arr)
+    if bad is not None:
+        where, value, count = bad
         raise FloatingPointError(
-            f"{what}: the result is not finite ({arr[where].item()!r} at index {where}, "
-            f"{int((~finite).sum())} non-finite entries in all) although every input was finite"
-            + (f"; {hint}" if hint else "")
+            f"{what}: the result is not finite ({value.item()!r} at index {where}, {count} non-finite entries "
+            "in all) although every input was finite" + (f"; {hint}" if hint else "")
         )
     return arr
 

@@ -165,18 +165,18 @@ BAD = {"array": ARRAY, "posint": POSINT, "nonnegint": NONNEGINT, "posfloat": POS
 
 # ------------------------------------------------------------------- fixtures
 class _Field(kpref.VectorField):
-    """f = A z + U x (for ODECell)."""
+    """A damped linear field for ODECell: f = −z + A z + U x."""
 
     param_shapes = OrderedDict(A=(4, 4), U=(4, 3))
 
     def f(self, z, x, p):
-        return z @ p["A"].T + x @ p["U"].T
+        return -z + z @ p["A"].T + x @ p["U"].T
 
     def jvp_z(self, z, x, p, v):
-        return v @ p["A"].T
+        return -v + v @ p["A"].T
 
     def vjp_z(self, z, x, p, w):
-        return w @ p["A"]
+        return -w + w @ p["A"]
 
     def jvp_params(self, z, x, p, d):
         return z @ d["A"].T + x @ d["U"].T
