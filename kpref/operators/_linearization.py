@@ -82,6 +82,12 @@ def linearize(cell, theta, x, h0=None, *, strategy="auto", adjoint="discrete", m
     Returns
     -------
     Linearization
+        An immutable snapshot (private read-only copies of θ, x, h0 and z).
+
+    Raises
+    ------
+    FloatingPointError
+        If the trajectory overflows to inf/NaN (every input being finite).
     """
     theta, x, h0 = check_problem(cell, theta, x, h0)
     strategy, adjoint, memory_limit = _check_options(cell, strategy, adjoint, memory_limit)
