@@ -33,6 +33,7 @@ __all__ = [
     "check_size_memory",
     "check_finite_result",
     "readonly_copy",
+    "freeze_arrays",
     "as_generator",
     "DEFAULT_MEMORY_LIMIT",
 ]
@@ -260,6 +261,14 @@ def readonly_copy(arr):
     out = np.array(arr, order="C", copy=True)
     out.flags.writeable = False
     return out
+
+
+def freeze_arrays(arrays):
+    """Make every ndarray of the tuple ``arrays`` read-only (in place) and return the tuple."""
+    for arr in arrays:
+        if isinstance(arr, np.ndarray):
+            arr.flags.writeable = False
+    return arrays
 
 
 def as_generator(rng, name="rng"):

@@ -36,6 +36,8 @@ def test_linearization_is_a_snapshot(strategy):
     h0 += 1.0
     assert np.array_equal(lin.grad(e), g1)           # bitwise: nothing the caller holds is used
     assert np.array_equal(lin.K @ v, k1)
+    for arr in lin.point.cache + (lin.point.theta, lin.point.h, lin.point.x):
+        assert not arr.flags.writeable
     for name in ("theta", "x", "h0", "z"):
         arr = getattr(lin, name)
         assert not arr.flags.writeable, name

@@ -67,9 +67,9 @@ import numbers
 from math import prod
 
 import numpy as np
-from scipy.sparse.linalg import LinearOperator
 
-from .._checks import check_memory_limit, check_size_memory, DEFAULT_MEMORY_LIMIT, as_generator, check_choice, check_memory, check_positive_int
+from .._checks import (as_generator, check_choice, check_memory, check_memory_limit, check_positive_int,
+                       check_size_memory)
 from ..operators._input import as_operator, column_blocks, identity_block, stream_block_size
 from ..operators._named import CheckedInputOperator
 from ._traces import rademacher

@@ -59,7 +59,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, eigsh, svds
 
-from .._checks import check_memory_limit, as_generator, check_choice, check_memory, check_positive_float, check_positive_int
+from .._checks import (as_generator, check_choice, check_memory, check_memory_limit, check_positive_float,
+                       check_positive_int)
 from ..operators._input import as_operator, materialize, probe_symmetric, symmetric_part_checked
 from ._traces import TraceTarget, check_method, direct_target, estimate, gram_target
 

@@ -67,7 +67,7 @@ import numpy as np
 import scipy.linalg
 import scipy.linalg.lapack
 
-from .._checks import check_memory_limit, check_size_memory, as_generator, check_choice, check_positive_int
+from .._checks import as_generator, check_choice, check_memory_limit, check_positive_int, check_size_memory
 from ..operators._input import as_operator, column_blocks, identity_block, stream_block_size
 
 __all__ = ["trace", "frobenius_norm", "alignment", "TraceEstimate", "RANDOMIZED_METHODS"]

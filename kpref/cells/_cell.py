@@ -53,6 +53,7 @@ from .._checks import (
     check_positive_float,
     check_positive_int,
     check_size_memory,
+    freeze_arrays,
     readonly_copy,
 )
 
@@ -294,7 +295,7 @@ class Cell(abc.ABC):
         """
         theta = readonly_copy(self.check_theta(theta))
         h, x = (readonly_copy(a) for a in self._check_rows(h, x))
-        return StepPoint(theta, h, x, self._prepare(theta, h, x), cell=self)
+        return StepPoint(theta, h, x, freeze_arrays(self._prepare(theta, h, x)), cell=self)
 
     def _check_point(self, pt):
         if not isinstance(pt, StepPoint):

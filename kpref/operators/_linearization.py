@@ -49,7 +49,7 @@ import numpy as np
 
 from ..cells._cell import Cell, StepPoint
 from .._checks import (as_real_array, check_choice, check_finite_result, check_memory, check_memory_limit,
-                       readonly_copy)
+                       freeze_arrays, readonly_copy)
 from ._named import NamedOperator
 from ..cells._simulate import _run, check_problem
 
@@ -171,7 +171,8 @@ class Linearization:
         x_rows = np.array(x.transpose(1, 0, 2), order="C").reshape(T * B, cell.input_size)
         h_rows.flags.writeable = False
         x_rows.flags.writeable = False
-        self.point = StepPoint(theta, h_rows, x_rows, cell._prepare(theta, h_rows, x_rows), cell=cell)
+        cache = freeze_arrays(cell._prepare(theta, h_rows, x_rows))     # products only read it
+        self.point = StepPoint(theta, h_rows, x_rows, cache, cell=cell)
         self._steps = [self.point.rows(t * B, (t + 1) * B) for t in range(T)]
         dense_bytes = 8 * B * T * S * S
         if strategy == "auto":
