@@ -1,5 +1,9 @@
 """Command line: ``python -m kpref verify [--quick]``, ``python -m kpref report [--quick] ...`` and
-``python -m kpref sweep [--quick] [--jobs N | --scheduler tcp://HOST:PORT] ...``."""
+``python -m kpref sweep [--quick] [--jobs N | --scheduler tcp://HOST:PORT] ...``.
+
+Exit status: 0 success, 1 a failed check (``verify``), 2 a user mistake (one
+line on stderr, no traceback), 130 interrupted by Ctrl-C (one line on stderr).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,27 @@ import argparse
 import sys
 
 
+def _seed(text):
+    """argparse type of ``--seed``: a decimal integer in [0, 2**63) (one-line error otherwise)."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63), got {text!r}")
+    return value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="kpref", description="kpref: the exact K-P flow reference")
     sub = parser.add_subparsers(dest="command", required=True)
     p_verify = sub.add_parser("verify", help="the oracle checks itself on every cell and prints a table")
     p_verify.add_argument("--quick", action="store_true", help="fewer sizes and draws (under a minute)")
-    p_verify.add_argument("--seed", type=int, default=0, help="seed of the random problems (default 0)")
+    p_verify.add_argument("--seed", type=_seed, default=0, help="seed of the random problems (default 0)")
     from .experiments import _report
+    from ._cli_signals import restore_sigint
+
+    restore_sigint()            # imports done: from here Ctrl-C is a KeyboardInterrupt the commands handle
     _report.add_arguments(sub.add_parser("report", help="train small RNNs and show their dynamic collapse "
                                                         "with exact operators (figures + report.json)"))
     from .experiments import _sweep
@@ -21,7 +39,7 @@ def main(argv=None):
                                                       "on local processes (--jobs) or Dask (--scheduler)"))
     args = parser.parse_args(argv)
     if args.command == "report":
-        return _report.main(args)
+        return _report.main(args, argv=sys.argv[1:] if argv is None else list(argv))
     if args.command == "sweep":
         return _sweep.main(args)
     if args.command == "verify":
@@ -31,5 +49,17 @@ def main(argv=None):
     return 2  # pragma: no cover
 
 
+def run(argv=None):
+    """``main`` with Ctrl-C anywhere (imports included) turned into one line and exit status 130."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("kpref: interrupted", file=sys.stderr)
+        return 130
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(run())
+    except KeyboardInterrupt:          # a second Ctrl-C while printing
+        sys.exit(130)

@@ -29,9 +29,17 @@ __all__ = [
     "check_positive_float",
     "check_choice",
     "check_memory",
+    "check_memory_limit",
+    "check_size_memory",
+    "check_finite_result",
+    "readonly_copy",
+    "freeze_arrays",
     "as_generator",
     "DEFAULT_MEMORY_LIMIT",
 ]
+
+#: Largest integer any size, count or index argument may take.
+MAX_INT = 2**62
 
 #: Default limit, in bytes, for any dense materialization (callers may raise it).
 DEFAULT_MEMORY_LIMIT = 2 * 1024**3
@@ -63,14 +71,21 @@ def _check_shape(name, arr, shape, dims):
             )
 
 
-def _check_finite(name, arr):
+def _nonfinite(arr):
+    """``None`` if ``arr`` is finite, else ``(first bad index, its value, number of bad entries)``."""
     finite = np.isfinite(arr)
-    if not finite.all():
-        bad = np.argwhere(~finite)[0]
-        where = tuple(int(i) for i in bad)
+    if finite.all():
+        return None
+    where = tuple(int(i) for i in np.argwhere(~finite)[0])
+    return where, arr[where], int((~finite).sum())
+
+
+def _check_finite(name, arr):
+    bad = _nonfinite(arr)
+    if bad is not None:
+        where, value, count = bad
         raise ValueError(
-            f"{name}: expected finite values, got {arr[where]!r} at index {where} "
-            f"({int((~finite).sum())} non-finite entries in all)"
+            f"{name}: expected finite values, got {value!r} at index {where} ({count} non-finite entries in all)"
         )
 
 
@@ -143,6 +158,9 @@ def check_positive_int(name, value, *, minimum=1):
     value = operator.index(value)
     if value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+    if value > MAX_INT:
+        # no array axis, count or index can be this large (NumPy sizes are int64); refuse before any arithmetic
+        raise ValueError(f"{name}: expected an integer <= 2**62, got {value}")
     return value
 
 
@@ -174,15 +192,83 @@ def check_choice(name, value, choices):
     return value
 
 
-def check_memory(what, nbytes, limit):
-    """Refuse a dense allocation of ``nbytes`` above ``limit`` bytes, with the figures."""
-    limit = DEFAULT_MEMORY_LIMIT if limit is None else limit
+def check_memory_limit(value, name="memory_limit"):
+    """``value`` as a number of bytes: ``None`` → the default (2 GiB), else a finite real ≥ 1.
+
+    NaN would switch every ``nbytes > limit`` test off, a negative or string
+    limit would fail later with a message about something else: all are
+    refused here, naming ``name``.
+    """
+    if value is None:
+        return DEFAULT_MEMORY_LIMIT
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected None or a number of bytes, got {value!r} ({type(value).__name__})")
+    as_float = float(value)
+    if not np.isfinite(as_float) or as_float < 1.0:
+        raise ValueError(f"{name}: expected a finite number of bytes >= 1, got {value!r}")
+    return int(as_float) if not isinstance(value, numbers.Integral) else operator.index(value)
+
+
+def check_size_memory(names, nbytes, limit=None, *, what="the arrays"):
+    """Refuse (``ValueError`` naming the size arguments) an allocation of ``nbytes`` that a user size asks for.
+
+    ``names`` is the text naming the arguments and their values, e.g.
+    ``"batch_size=10**9, num_steps=50"``: the message starts with it.
+    """
+    limit = check_memory_limit(limit)
+    if nbytes > limit:
+        raise ValueError(
+            f"{names}: {what} would take {nbytes / 2**30:.3g} GiB, above the limit of {limit / 2**30:.3g} GiB "
+            "(memory_limit); use smaller sizes"
+        )
+
+
+def check_memory(what, nbytes, limit, *, name="memory_limit"):
+    """Refuse a dense allocation of ``nbytes`` above ``limit`` bytes, with the figures.
+
+    ``limit`` is checked with :func:`check_memory_limit` (``None`` is the default).
+    """
+    limit = check_memory_limit(limit, name)
     if nbytes > limit:
         raise MemoryError(
             f"{what}: a dense materialization needs {nbytes / 1024**2:.1f} MiB, above the limit of "
             f"{limit / 1024**2:.1f} MiB; pass a larger memory_limit (in bytes) to allow it, "
             "or use the matrix-free operator"
         )
+
+
+def check_finite_result(what, arr, hint=""):
+    """Raise ``FloatingPointError`` if ``arr`` holds inf or NaN (a result, not an input: it overflowed).
+
+    kpref never returns a non-finite result silently: inputs are refused
+    (``ValueError``) before any work, and a result that overflows from finite
+    input raises this error naming the function, the first bad index and,
+    with ``hint``, what to change.
+    """
+    arr = np.asarray(arr)
+    bad = _nonfinite(arr)
+    if bad is not None:
+        where, value, count = bad
+        raise FloatingPointError(
+            f"{what}: the result is not finite ({value.item()!r} at index {where}, {count} non-finite entries "
+            "in all) although every input was finite" + (f"; {hint}" if hint else "")
+        )
+    return arr
+
+
+def readonly_copy(arr):
+    """A fresh C-contiguous copy of ``arr`` with ``writeable=False`` (an immutable snapshot)."""
+    out = np.array(arr, order="C", copy=True)
+    out.flags.writeable = False
+    return out
+
+
+def freeze_arrays(arrays):
+    """Make every ndarray of the tuple ``arrays`` read-only (in place) and return the tuple."""
+    for arr in arrays:
+        if isinstance(arr, np.ndarray):
+            arr.flags.writeable = False
+    return arrays
 
 
 def as_generator(rng, name="rng"):

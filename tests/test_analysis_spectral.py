@@ -78,7 +78,9 @@ def test_block_lanczos_restarts_uses_blocks_and_reports_true_residuals():
     op = _counting_operator(M, log)
     res = block_lanczos(op.matmat, M.shape[0], 4, "LA", block_size=4, max_basis=16, rng=3)
     assert res.n_restarts > 0
-    assert set(log[:-1]) == {4} and log[-1] == 4          # every product a block of 4, the last one the check
+    assert log[0] == 8                                    # the symmetry probe (8 random directions)
+    assert set(log[1:-1]) == {4} and log[-1] == 4         # every product a block of 4, the last one the check
+    assert res.n_products == sum(log)
     assert np.allclose(res.values, [10.0, 10.0, 10.0, 9.0], atol=1e-9)
     true = np.linalg.norm(M @ res.vectors - res.vectors * res.values, axis=0)
     assert np.allclose(res.residual_norms, true, rtol=1e-6, atol=1e-15)

@@ -296,5 +296,9 @@ def test_a_wrong_leaky_alpha_is_caught():
     v, d = rng.standard_normal(pt.h.shape), rng.standard_normal(cell.num_params)
     cs_h = complex_step(lambda h: cell.step(theta, h, pt.x, complex_step=True), pt.h, v)
     cs_th = complex_step(lambda th: cell.step(th, pt.h, pt.x, complex_step=True), theta, d)
-    assert _rel(other.state_jvp(pt, v[None])[0], cs_h) > 1e-3
-    assert _rel(other.param_jvp(pt, d[None])[0], cs_th) > 1e-3
+    pt_other = other.point(theta, pt.h, pt.x)
+    assert _rel(other.state_jvp(pt_other, v[None])[0], cs_h) > 1e-3
+    assert _rel(other.param_jvp(pt_other, d[None])[0], cs_th) > 1e-3
+    # and a point built by one cell is refused by the other (its cache holds another alpha)
+    with pytest.raises(ValueError, match=r"pt: expected a StepPoint built by this cell"):
+        other.state_jvp(pt, v[None])

@@ -67,11 +67,12 @@ import numbers
 from math import prod
 
 import numpy as np
-from scipy.sparse.linalg import LinearOperator
 
-from .._checks import DEFAULT_MEMORY_LIMIT, as_generator, check_choice, check_memory, check_positive_int
+from .._checks import (DEFAULT_MEMORY_LIMIT, as_generator, check_choice, check_memory, check_memory_limit,
+                       check_positive_int, check_size_memory)
 from ..operators import Linearization
 from ..operators._input import as_operator, column_blocks, identity_block, stream_block_size
+from ..operators._named import CheckedInputOperator
 from ._traces import rademacher
 from ._unit_blocks import structure_of
 
@@ -125,7 +126,7 @@ def _axes(axis, ndim):
     return (_axis_index(axis, ndim),)
 
 
-class AxisReducedOperator(LinearOperator):
+class AxisReducedOperator(CheckedInputOperator):
     """The partial trace or marginal sum of an operator over some axes (module notes).
 
     Attributes
@@ -150,7 +151,7 @@ class AxisReducedOperator(LinearOperator):
         self.kept_shape = tuple(full_shape[i] for i in self.kept_axes)
         self.kind = kind
         self.reduction = reduction
-        self.memory_limit = DEFAULT_MEMORY_LIMIT if memory_limit is None else memory_limit
+        self.memory_limit = check_memory_limit(memory_limit)
         self.transposed = transposed
         self._partner = partner
         self._perm = traced_axes + self.kept_axes
@@ -226,7 +227,7 @@ class AxisReducedOperator(LinearOperator):
 
 
 def _reduced(kind, op, shape, axis, reduction, memory_limit):
-    chk = as_operator("op", op, square=True)
+    chk = as_operator("op", op, square=True, snapshot=True)   # the result must not alias a caller's array
     shape = _check_shape(shape, chk.shape[0])
     axes = _axes(axis, len(shape))
     check_choice("reduction", reduction, ("sum", "mean"))
@@ -263,6 +264,7 @@ def partial_trace(op, shape, axis, reduction="sum", *, memory_limit=None):
         product of ``op`` with ``n_a · k`` vectors. See the module notes for
         the difference from :func:`marginal_sum`.
     """
+    memory_limit = check_memory_limit(memory_limit)
     return _reduced("partial_trace", op, shape, axis, reduction, memory_limit)
 
 
@@ -293,6 +295,7 @@ def marginal_sum(op, shape, axis, reduction="sum", *, memory_limit=None):
     >>> bool(np.allclose(ms, 2 * pt))     # identical trials: M_01 = M_00, so the sum is twice the trace
     True
     """
+    memory_limit = check_memory_limit(memory_limit)
     return _reduced("marginal_sum", op, shape, axis, reduction, memory_limit)
 
 
@@ -337,6 +340,7 @@ def _pr_of_gram(D):
 def _axis_dims_hutchinson(chk, shape, axes, n_probes, rng, dim_reduction="partial_trace"):
     """Effective dimensions per axis from ``n_probes`` probes (U-statistic) with jackknife errors."""
     s = n_probes
+    check_size_memory(f"n_probes={n_probes}", 3 * 8 * max(chk.shape) * s, what="the probe blocks")
     Y = chk.matmat(rademacher(rng, chk.shape[1], s))
     Y = Y.reshape(shape + (s,))
     out = {}
@@ -425,6 +429,7 @@ def effective_dimension(op, shape, axis, method="exact", n_probes=None, rng=None
     -------
     float in [1, n_a] (exact), or (float, float) with ``return_error``
     """
+    memory_limit = check_memory_limit(memory_limit)
     chk = as_operator("op", op)
     shape = _check_shape(shape, chk.shape[0])
     a = _axis_index(axis, len(shape))
@@ -455,11 +460,15 @@ def effective_dimensions(lin, operators=("K", "P", "NTK"), axes=AXIS_NAMES, meth
         ``{operator: {axis: value}}`` (``(value, error)`` with ``return_error``),
         e.g. ``dims['K']['time']`` is the "effective dimension in time" of ``K``.
     """
+    memory_limit = check_memory_limit(memory_limit)
     if not isinstance(lin, Linearization):
         raise TypeError(f"lin: expected a kpref Linearization (from kpref.linearize), got {type(lin).__name__}")
     shape = tuple(lin.shape)
-    if isinstance(operators, str) or isinstance(axes, str):
+    if isinstance(operators, str) or isinstance(axes, str):   # (before the sequence check: a clearer message)
         raise TypeError("operators, axes: expected sequences of names, e.g. ('K', 'P') and ('time',), got a string")
+    for label, seq in (("operators", operators), ("axes", axes)):
+        if not isinstance(seq, (tuple, list)) or len(seq) == 0:
+            raise TypeError(f"{label}: expected a non-empty sequence of names, got {seq!r}")
     for name in operators:
         check_choice("operators", name, ("K", "P", "NTK", "P_inv"))
     axis_idx = tuple(_axis_index(a, 3, "axes") for a in axes)

@@ -64,8 +64,9 @@ from typing import NamedTuple
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, eigsh, svds
 
-from .._checks import as_generator, check_choice, check_memory, check_positive_float, check_positive_int
-from ..operators._input import as_operator, materialize, symmetric_part_checked
+from .._checks import (as_generator, check_choice, check_memory, check_memory_limit, check_positive_float,
+                       check_positive_int)
+from ..operators._input import as_operator, materialize, probe_symmetric, symmetric_part_checked
 from ._traces import TraceTarget, check_method, direct_target, estimate, gram_target
 from ._unit_blocks import BlockDiagonalOperator, structure_of
 
@@ -192,36 +193,57 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
     LanczosResult
         The algorithm is in the notes of :mod:`kpref.analysis._spectral`.
     """
+    memory_limit = check_memory_limit(memory_limit)
     rng = as_generator(rng)
     check_choice("orthogonalization", orthogonalization, ("local+1", "cgs2"))
+    n = check_positive_int("n", n)
+    if not callable(matmat):
+        raise TypeError(f"matmat: expected a callable X (n, b) -> A X, got {type(matmat).__name__}")
+    check_choice("which", which, _WHICH)
     tol = check_positive_float("tol", tol)
     if tol < 1e-14:
         raise ValueError(f"tol: expected at least 1e-14 (rounding limits the residual), got {tol}")
     k = check_positive_int("k", k)
     b = min(max(-(-k // 2), 4), 32) if block_size is None else check_positive_int("block_size", block_size)
+    user_basis = max_basis is not None
     if max_basis is None:
         max_basis = min(max(k + 3 * b, 6 * k), n - b)
     else:
         max_basis = check_positive_int("max_basis", max_basis)
+    max_restarts = check_positive_int("max_restarts", max_restarts, minimum=0)
     max_basis = max(max_basis, k + 2 * b)
     if max_basis + b > n:
+        culprit = "max_basis" if user_basis and k + 3 * b <= n else "k"   # k alone would have fitted
         raise ValueError(
-            f"k: block Lanczos with k={k}, block_size={b} needs an operator of dimension above "
-            f"{max_basis + b}, got {n}; use method='dense'"
+            f"{culprit}: block Lanczos with k={k}, block_size={b}, max_basis={max_basis} needs an operator of "
+            f"dimension above {max_basis + b}, got {n}; use method='dense'"
         )
     check_memory("block Lanczos basis", 8 * n * (max_basis + 2 * b), memory_limit)
+
+    def product(X):
+        Y = np.asarray(matmat(X))
+        if Y.shape != X.shape or Y.dtype.kind != "f":
+            raise ValueError(f"matmat: expected a real float block of shape {X.shape}, got "
+                             f"{Y.dtype} of shape {Y.shape}")
+        Y = np.asarray(Y, dtype=np.float64)
+        if not np.isfinite(Y).all():
+            raise ValueError(f"matmat: expected a finite product, got {int((~np.isfinite(Y)).sum())} "
+                             "non-finite values")
+        return Y
+
+    probe_products = probe_symmetric("matmat", product, n, what="block Lanczos")
     keep = min(max_basis - b, max(k, (max_basis - b + k) // 2))
     V = np.empty((n, max_basis))
     H = np.zeros((max_basis, max_basis))
     P, _ = _orthonormal_block(rng.standard_normal((n, b)), V[:, :0], b, rng, 0.0)
     m = 0
     local = 0                # first basis column A P couples to in exact arithmetic
-    products = 0
+    products = probe_products      # the symmetry probe's columns count
     restarts = 0
     scale = 0.0
     new_block = _cholqr2_block if orthogonalization == "local+1" else _orthonormal_block
     while True:
-        AP = np.asarray(matmat(P), dtype=np.float64)
+        AP = product(P)
         products += b
         V[:, m:m + b] = P
         Vb = V[:, :m + b]
@@ -250,7 +272,7 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
         estimated = np.linalg.norm(R @ Y[m - b:m, :k], axis=0)
         if np.all(estimated <= threshold):
             U = V[:, :m] @ Y[:, :k]
-            AU = np.asarray(matmat(U), dtype=np.float64)
+            AU = product(U)
             products += k
             true_res = np.linalg.norm(AU - U * theta[:k], axis=0)
             if np.all(true_res <= threshold) or scale == 0.0:
@@ -281,6 +303,17 @@ def _check_k(k, n):
     if k > n:
         raise ValueError(f"k: expected at most the operator's dimension {n}, got {k}")
     return k
+
+
+def _check_iterative_options(tol, block_size, max_basis, rng):
+    """Check the Lanczos/ARPACK options whatever the route (a dense call must not accept a bad tol or rng)."""
+    check_positive_float("tol", tol)
+    if block_size is not None:
+        check_positive_int("block_size", block_size)
+    if max_basis is not None:
+        check_positive_int("max_basis", max_basis)
+    if not isinstance(rng, np.random.Generator):
+        as_generator(rng)          # validates None / seed; a Generator is used as given (its state untouched)
 
 
 def _scipy_operator(n_out, n_in, matmat):
@@ -343,9 +376,11 @@ def spectrum(op, k=None, which="LA", *, method="auto", tol=1e-10, block_size=Non
     -------
     (k,) or (n,) float64 array, ordered by ``which``
     """
+    memory_limit = check_memory_limit(memory_limit)
     chk = as_operator("op", op, square=True)
     n = chk.shape[0]
     check_choice("which", which, _WHICH)
+    _check_iterative_options(tol, block_size, max_basis, rng)
     check_choice("method", method, ("auto", "blocks", "dense", "lanczos", "arpack"))
     k = _check_k(k, n)
     if method in ("auto", "blocks"):
@@ -359,9 +394,12 @@ def spectrum(op, k=None, which="LA", *, method="auto", tol=1e-10, block_size=Non
         lam = np.linalg.eigvalsh(_dense_symmetric(chk, memory_limit))
         lam = lam[_order(lam, which)]
         return lam if k is None else lam[:k].copy()
+    probe_symmetric("op", chk.matmat, n, what=f"spectrum(method={method!r})")
     if method == "lanczos":
         return block_lanczos(chk.matmat, n, k, which, block_size=block_size, max_basis=max_basis, tol=tol,
                              rng=rng, memory_limit=memory_limit).values
+    if k >= n:   # ARPACK needs k < n (SciPy would raise its own TypeError, or fall back to dense with a warning)
+        raise ValueError(f"k: method='arpack' needs k < n = {n}, got {k}; use method='dense' for all eigenvalues")
     gen = as_generator(rng)
     lam = eigsh(_scipy_operator(n, n, chk.matmat), k=k, which=which, tol=tol, v0=gen.standard_normal(n),
                 return_eigenvectors=False)
@@ -387,9 +425,11 @@ def singular_values(op, k=None, *, method="auto", tol=1e-10, block_size=None, ma
     tol, block_size, max_basis, rng, memory_limit
         As in :func:`spectrum`.
     """
+    memory_limit = check_memory_limit(memory_limit)
     chk = as_operator("op", op)
     n_out, n_in = chk.shape
     small = min(n_out, n_in)
+    _check_iterative_options(tol, block_size, max_basis, rng)
     check_choice("method", method, ("auto", "blocks", "dense", "lanczos", "arpack"))
     k = _check_k(k, small)
     if method in ("auto", "blocks"):
@@ -408,6 +448,8 @@ def singular_values(op, k=None, *, method="auto", tol=1e-10, block_size=None, ma
         lam = block_lanczos(gram, small, k, "LA", block_size=block_size, max_basis=max_basis, tol=tol, rng=rng,
                             memory_limit=memory_limit).values
         return np.sqrt(np.maximum(lam, 0.0))
+    if k >= small:   # svds needs k < min(shape) (SciPy's own message names no argument of ours)
+        raise ValueError(f"k: method='arpack' needs k < min(op.shape) = {small}, got {k}; use method='dense'")
     gen = as_generator(rng)
     lin = LinearOperator((n_out, n_in), matvec=lambda x: chk.matmat(np.reshape(x, (-1, 1)))[:, 0],
                          rmatvec=lambda x: chk.rmatmat(np.reshape(x, (-1, 1)))[:, 0],
@@ -441,6 +483,7 @@ def participation_ratio(op, method="exact", n_probes=None, rng=None, *, return_e
     -------
     float in [1, rank M] (exact), or (float, float) with ``return_error``
     """
+    memory_limit = check_memory_limit(memory_limit)
     chk = as_operator("op", op, square=True)
     n_probes, gen = check_method(method, n_probes, rng)
     kb = _block_structure(chk, method)
@@ -459,6 +502,7 @@ def participation_ratio(op, method="exact", n_probes=None, rng=None, *, return_e
             )
         value = float(lam.sum() ** 2 / np.sum(lam * lam))
         return (value, 0.0) if return_error else value
+    probe_symmetric("op", chk.matmat, chk.shape[0], psd=True, what=f"participation_ratio(method={method!r})")
     tr = estimate(method, direct_target(chk), n_probes, gen)
     sq = estimate(method, TraceTarget(chk.shape[0], factor=chk.matmat, factor_adjoint=chk.rmatmat), n_probes, gen)
     if sq.value <= 0.0:
@@ -493,6 +537,7 @@ def effective_rank(op, method="exact", n_probes=None, rng=None, *, return_error=
     >>> round(effective_rank(np.diag([2.0, 1.0])), 4)      # (4 + 1)² / (16 + 1)
     1.4706
     """
+    memory_limit = check_memory_limit(memory_limit)
     chk = as_operator("op", op)
     n_probes, gen = check_method(method, n_probes, rng)
     kb = _block_structure(chk, method)
@@ -527,6 +572,7 @@ def variance_rank(op, q=0.95, *, memory_limit=None):
         every nonzero singular value, rounding included.
     memory_limit : int, optional
     """
+    memory_limit = check_memory_limit(memory_limit)
     chk = as_operator("op", op)
     q = check_positive_float("q", q, upper=1.0)
     kb = structure_of(chk.op)

@@ -67,7 +67,7 @@ import numpy as np
 import scipy.linalg
 import scipy.linalg.lapack
 
-from .._checks import as_generator, check_choice, check_positive_int
+from .._checks import as_generator, check_choice, check_memory_limit, check_positive_int, check_size_memory
 from ..operators._input import as_operator, column_blocks, identity_block, stream_block_size
 from ._unit_blocks import structure_of
 
@@ -231,7 +231,9 @@ def check_method(method, n_probes, rng, methods=METHODS):
 
 
 def estimate(method, target, n_probes, rng):
-    """Run the randomized estimator ``method`` on ``target``."""
+    """Run the randomized estimator ``method`` on ``target`` (its probe blocks memory-checked first)."""
+    # test vectors, their products and a basis: about 3 blocks of dim × n_probes floats
+    check_size_memory(f"n_probes={n_probes}", 3 * 8 * target.dim * n_probes, what="the probe blocks")
     return ESTIMATORS[method](target, n_probes, rng)
 
 
@@ -303,6 +305,7 @@ def trace(op, method="exact", n_probes=None, rng=None, *, return_error=False, me
     >>> round(value, 12), err          # 4 sketch vectors exceed the rank 3: exact
     (6.0, 0.0)
     """
+    memory_limit = check_memory_limit(memory_limit)
     chk = as_operator("op", op, square=True)
     n_probes, gen = check_method(method, n_probes, rng)
     kb = structure_of(chk.op) if method == "exact" else None
@@ -325,6 +328,7 @@ def frobenius_norm(op, method="exact", n_probes=None, rng=None, *, return_error=
     its square root; the error estimate is propagated to first order,
     ``err(‖A‖_F) = err(‖A‖_F²) / (2‖A‖_F)``.
     """
+    memory_limit = check_memory_limit(memory_limit)
     chk = as_operator("op", op)
     n_probes, gen = check_method(method, n_probes, rng)
     kb = structure_of(chk.op) if method == "exact" else None
@@ -369,6 +373,7 @@ def alignment(A, B, method="exact", n_probes=None, rng=None, *, return_error=Fal
     -------
     float in [-1, 1] (exact), or (float, float) with ``return_error``
     """
+    memory_limit = check_memory_limit(memory_limit)
     a = as_operator("A", A)
     b = as_operator("B", B)
     if a.shape != b.shape:

@@ -45,6 +45,7 @@ class, never inferred from its name or sizes: ``gate_names``,
 from __future__ import annotations
 
 import abc
+import numbers
 from collections import OrderedDict
 from math import prod
 
@@ -57,11 +58,19 @@ from .._checks import (
     as_real_or_complex_array,
     check_bool,
     check_choice,
+    check_memory,
     check_positive_float,
     check_positive_int,
+    check_size_memory,
+    freeze_arrays,
+    readonly_copy,
 )
 
 __all__ = ["Cell", "StepPoint", "TorchConventionCell"]
+
+
+class _IndexValueError(IndexError, ValueError):
+    """An index out of range: an ``IndexError`` (as before) that is also the ``ValueError`` of bad input."""
 
 
 class StepPoint:
@@ -77,15 +86,21 @@ class StepPoint:
     the product's GEMM (fresh pages are zero-filled by the kernel on first
     touch). Scratch contents are undefined between calls; kernels never
     return them.
+
+    ``cell`` is the cell that built the point (:meth:`Cell.point` sets it);
+    a cell's products refuse a point built by another cell (its cache means
+    something else). A point built by hand has ``cell=None`` and is checked
+    for its shapes only.
     """
 
-    __slots__ = ("theta", "h", "x", "cache", "_scratch")
+    __slots__ = ("theta", "h", "x", "cache", "cell", "_scratch")
 
-    def __init__(self, theta, h, x, cache):
+    def __init__(self, theta, h, x, cache, *, cell=None):
         self.theta = theta
         self.h = h
         self.x = x
         self.cache = cache
+        self.cell = cell
         self._scratch = {}
 
     def scratch(self, name, shape):
@@ -107,6 +122,7 @@ class StepPoint:
             self.h[start:stop],
             self.x[start:stop],
             tuple(c[start:stop] for c in self.cache),
+            cell=self.cell,
         )
 
 
@@ -228,6 +244,10 @@ class Cell(abc.ABC):
             start += size
         self._offsets = offsets
         self.num_params = start
+        # θ alone must fit (every product allocates several θ-sized and state-sized arrays)
+        check_size_memory(f"input_size={self.input_size}, hidden_size={self.hidden_size}, "
+                          f"state_size={self.state_size}", 8 * max(start, self.state_size, self.input_size),
+                          what=f"the parameter vector of {type(self).__name__} (p={start})")
 
     # ------------------------------------------------------------------ layout
     @property
@@ -237,10 +257,12 @@ class Cell(abc.ABC):
 
     def param_block_of(self, index):
         """Name of the parameter block holding flat index ``index`` and the index inside it."""
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, numbers.Integral):
+            raise TypeError(f"index: expected an integer in [0, {self.num_params}), got {index!r}")
         for name, (a, b) in self._offsets.items():
             if a <= index < b:
                 return name, np.unravel_index(index - a, self.param_shapes[name])
-        raise IndexError(f"index: expected 0 <= index < {self.num_params}, got {index}")
+        raise _IndexValueError(f"index: expected 0 <= index < {self.num_params}, got {index}")
 
     def param_slices(self):
         """Ordered mapping name → slice into the flat vector."""
@@ -363,14 +385,37 @@ class Cell(abc.ABC):
         return self._step(theta, h, x)
 
     def point(self, theta, h, x):
-        """The linearization point (a :class:`StepPoint`) of ``F`` at rows ``h``, ``x``."""
-        theta = self.check_theta(theta)
-        h, x = self._check_rows(h, x)
-        return StepPoint(theta, h, x, self._prepare(theta, h, x))
+        """The linearization point (a :class:`StepPoint`) of ``F`` at rows ``h``, ``x``.
+
+        The point holds read-only copies of ``theta``, ``h`` and ``x``: changing
+        the caller's arrays afterwards does not change it.
+        """
+        theta = readonly_copy(self.check_theta(theta))
+        h, x = (readonly_copy(a) for a in self._check_rows(h, x))
+        return StepPoint(theta, h, x, freeze_arrays(self._prepare(theta, h, x)), cell=self)
 
     def _check_point(self, pt):
         if not isinstance(pt, StepPoint):
             raise TypeError(f"pt: expected a StepPoint from cell.point(theta, h, x), got {type(pt).__name__}")
+        if pt.cell is not None and pt.cell is not self:
+            raise ValueError(
+                f"pt: expected a StepPoint built by this cell ({self!r}), got one built by {pt.cell!r}; "
+                "build it with this cell's point(theta, h, x)")
+        M = np.shape(pt.h)[0] if np.ndim(pt.h) == 2 else None
+        if (np.shape(pt.theta) != (self.num_params,) or M is None or np.shape(pt.h) != (M, self.state_size)
+                or np.shape(pt.x) != (M, self.input_size)
+                or any(np.shape(c)[:1] != (M,) for c in pt.cache)):
+            raise ValueError(
+                f"pt: expected a StepPoint of {self!r} (theta ({self.num_params},), h (M, {self.state_size}), "
+                f"x (M, {self.input_size}), cache rows M), got theta {np.shape(pt.theta)}, h {np.shape(pt.h)}, "
+                f"x {np.shape(pt.x)}, cache rows {[np.shape(c)[:1] for c in pt.cache]}")
+        if pt.cell is None:   # built by hand: the kernels need float64 arrays (else a numba TypingError)
+            for label, arr in (("theta", pt.theta), ("h", pt.h), ("x", pt.x)) + tuple(
+                    (f"cache[{i}]", c) for i, c in enumerate(pt.cache)):
+                if not isinstance(arr, np.ndarray) or arr.dtype != np.float64:
+                    raise TypeError(f"pt: expected float64 arrays in a StepPoint, got pt.{label} of type "
+                                    f"{type(arr).__name__} (dtype {getattr(arr, 'dtype', None)}); build it with "
+                                    "cell.point(theta, h, x)")
         return pt
 
     def _check_state_block(self, name, V, pt):
@@ -401,9 +446,14 @@ class Cell(abc.ABC):
         """Dense ``A = ∂F/∂h`` at every row: (M, S, S)."""
         return self._state_jacobian(self._check_point(pt))
 
-    def param_jacobian(self, pt):
-        """Dense immediate ``G = ∂F/∂θ`` at every row: (M, S, p), by ``param_jvp`` of the identity."""
+    def param_jacobian(self, pt, memory_limit=None):
+        """Dense immediate ``G = ∂F/∂θ`` at every row: (M, S, p), by ``param_jvp`` of the identity.
+
+        The identity (p, p) and the result (M, S, p) are memory-checked first (``memory_limit`` bytes).
+        """
         pt = self._check_point(pt)
+        check_memory("param_jacobian", 8 * self.num_params * (self.num_params + 2 * pt.num_rows * self.state_size),
+                     memory_limit)
         G = self._param_jvp(pt, np.eye(self.num_params))
         return np.ascontiguousarray(G.transpose(1, 2, 0))
 

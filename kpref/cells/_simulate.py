@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._cell import Cell
-from .._checks import as_real_array, as_real_or_complex_array, check_bool
+from .._checks import as_real_array, as_real_or_complex_array, check_bool, check_finite_result
 
 __all__ = ["simulate", "check_problem"]
 
@@ -61,10 +61,19 @@ def simulate(cell, theta, x, h0=None, *, complex_step=False):
     -------
     z : (B, T, S) float64 array (complex128 with ``complex_step`` and complex input)
         ``z[:, t]`` is the state after step ``t + 1`` (``h_0`` excluded).
+
+    Raises
+    ------
+    FloatingPointError
+        If the trajectory overflows to inf/NaN (every input being finite).
     """
     if not check_bool("complex_step", complex_step):
         theta, x, h0 = check_problem(cell, theta, x, h0)
-        return _run(cell, theta, x, h0)
+        z = _run(cell, theta, x, h0)
+        # a trajectory that overflows (e.g. Linear at large gain) raises FloatingPointError, never returns inf/NaN
+        check_finite_result("simulate: the trajectory z", z, "the recurrence diverged: lower the gain g, the weights "
+                            "or the input scale")
+        return z
     if not isinstance(cell, Cell):
         raise TypeError(f"cell: expected a kpref cell (e.g. kpref.GRU(...)), got {type(cell).__name__}")
     if not cell.analytic:

@@ -30,6 +30,23 @@ It writes into ``--out`` (default ``kpref-report``):
 
 and prints a summary table on stdout (progress on stderr).
 
+The run owns ``--out``. A folder holding another report run (its
+``manifest.json``) is refused unless ``--overwrite`` is given; a non-empty
+folder that is not a report folder is always refused (nothing of the user's
+is replaced). Every file is first written, atomically (temporary file +
+``os.replace`` in the same folder), into a hidden staging folder
+``--out/.kpref-staging-<run id>/``; when everything is written the run
+commits: it marks the folder ``INCOMPLETE``, moves each file into place
+with ``os.replace``, writes ``manifest.json`` (``kind``, ``status``,
+``run_id``, the configuration, the kpref and library versions, the seed, the
+command line and the size and SHA-256 of every file) and removes the mark.
+Ctrl-C (SIGINT) before the commit leaves the previous complete report
+untouched (the staging folder is removed), and is deferred during the
+commit's renames; the command prints one line and exits with status 130.
+A process killed (SIGKILL) during the commit leaves the ``INCOMPLETE`` mark;
+:func:`read_report` refuses such a folder, and any file that does not match
+the manifest.
+
 ``--quick``: ``H = 16``, ``B = 12`` trials of ``T = 35`` steps, 150 Adam
 steps (η = 1e-2), 4 checkpoints, ``g ∈ {0.5, 2.0}`` — every summary exact.
 Without it: the KPFlow paper's sizes, ``H = 256``, ``B = 20``, ``T = 90``,
@@ -38,29 +55,56 @@ operator summaries are then randomized (see :mod:`kpref.experiments._experiments
 ``--hidden``, ``--steps``, ``--g``, ``--cells``, ``--seed``, ``--method``
 override either.
 
-User mistakes (an unknown cell, ``g ≤ 0``, a non-integer size, an unwritable
-``--out``) print one line ``kpref report: error: …`` on stderr and exit with
-status 2, without a traceback.
+User mistakes (an unknown cell, ``g ≤ 0``, a non-integer or negative size or
+seed, a size whose arrays would not fit in ``--memory-limit``, an unwritable
+or foreign ``--out``) print one line ``kpref report: error: …`` on stderr and
+exit with status 2, without a traceback.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import json
 import math
 import os
 import platform
+import shutil
+import signal
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
 
 from . import _experiments as ex
-__all__ = ["add_arguments", "main", "run_report", "summary_table", "write_figures"]
+from .. import tasks as _tasks
+from .._checks import check_memory_limit
+__all__ = ["add_arguments", "main", "run_report", "read_report", "summary_table", "write_figures",
+           "ReportFolderError"]
 
 DEFAULT_OUT = "kpref-report"
 FIGURES = ("losses.png", "effective_ranks.png", "pca_trajectories.png", "alignment.png")
+MANIFEST = "manifest.json"
+INCOMPLETE = "INCOMPLETE"
+REPORT_KIND = "kpref report"
+_STAGING_PREFIX = ".kpref-staging-"
+_TMP_PREFIX = ".kpref-tmp-"
+#: Names a report run writes into ``--out`` (a folder holding only these, and hidden leftovers of
+#: ours, is a report folder even without a manifest: reports written before manifests existed).
+_REPORT_NAMES = frozenset(FIGURES) | {"report.json", "checkpoints", MANIFEST, INCOMPLETE}
+#: ``--tiny`` (hidden, for tests): a run of a few seconds that still exercises every file.
+_TINY = dict(hidden_size=4, batch_size=4, fixation_steps=2, stimulus_steps=2, memory_steps=2, response_steps=3,
+             grace_steps=1, steps=6, num_checkpoints=3, cells=("elman",), gains=(1.0,))
+#: 2**62: larger integers are refused before any arithmetic (a step count, a size or a seed this large
+#: cannot be meant; NumPy would overflow int64 on it).
+_MAX_INT = 2**62
+
+
+class ReportFolderError(ValueError):
+    """``--out`` holds files of another run, foreign files, or an incomplete report."""
 
 
 # --------------------------------------------------------------- arguments
@@ -81,6 +125,11 @@ def add_arguments(parser):
                                                          "factors fit in 512 MiB), exact or randomized")
     parser.add_argument("--save-checkpoints", action="store_true", help="write the training checkpoints (.npz)")
     parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the report already in --out (never needed for a new or empty folder)")
+    parser.add_argument("--memory-limit", default=None,
+                        help="bytes the run's arrays may take (default 2 GiB); a larger run is refused up front")
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -89,6 +138,8 @@ def _parse_int(name, text):
         value = int(text, 10)
     except (TypeError, ValueError):
         raise ValueError(f"{name}: expected an integer, got {text!r}") from None
+    if abs(value) > _MAX_INT:
+        raise ValueError(f"{name}: expected an integer of at most {_MAX_INT}, got {text!r}")
     return value
 
 
@@ -115,6 +166,8 @@ def _parse_list(name, text, parse):
 def config_from_args(args):
     """The checked :class:`ExperimentConfig` for parsed command-line ``args`` (ValueError on bad input)."""
     base = ex.ExperimentConfig.quick() if args.quick else ex.ExperimentConfig()
+    if getattr(args, "tiny", False):
+        base = ex.ExperimentConfig.quick(**_TINY)
     overrides = {"seed": _parse_int("--seed", args.seed), "method": args.method}
     if args.cells is not None:
         overrides["cells"] = _parse_list("--cells", args.cells, lambda n, s: s.lower())
@@ -147,12 +200,243 @@ def check_writable(out):
     """Create ``out`` if needed and prove a file can be written there (OSError → ValueError naming ``--out``)."""
     try:
         os.makedirs(out, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".kpref-write-test-"):
+        with tempfile.NamedTemporaryFile(dir=out, prefix=_TMP_PREFIX + "write-test-"):
             pass
     except OSError as err:
         reason = err.strerror or type(err).__name__
         raise ValueError(f"--out: cannot write to {out!r} ({reason})") from None
     return out
+
+
+def run_memory_bytes(config):
+    """Bytes the largest arrays of one run of ``config`` take at once (a bound checked before starting).
+
+    Per run (runs are sequential): the task batch (x, target, mask: multitask
+    is the larger), the loss history (``steps + 1``), θ with Adam's two
+    moments and every checkpoint's copy, the linearization's trajectory,
+    step-point caches (≤ 16 floats per state entry and step) and dense
+    ``A_t`` (``B·T·S²`` when materialized, ``S ≤ 32``), and the dense
+    factors of the exact summaries (``method='exact'``, or ``'auto'`` within
+    ``dense_limit``).
+    """
+    task = _tasks.multitask(1, 0, rules=tuple(config.rules), **config.task_kwargs())
+    B, T, N = config.batch_size, task.x.shape[1], task.x.shape[2]
+    O = task.target.shape[2]
+    worst = 0
+    for name in config.cells:
+        cell = ex.make_cell(name, N, config.hidden_size)
+        S, p = cell.state_size, cell.num_params
+        need = 8 * B * T * (N + 2 * O)                    # x, target, mask
+        need += 8 * (config.steps + 1)                    # losses
+        need += 8 * p * (3 + config.num_checkpoints)      # θ, Adam m and v, checkpoints
+        need += 8 * B * T * S * 17                        # z, caches
+        if S <= 32:
+            need += 8 * B * T * S * S                     # materialized A_t
+        dense = ex.dense_bytes(B, T, S, p)
+        if config.method == "exact" or (config.method == "auto" and dense <= config.dense_limit):
+            need += dense
+        worst = max(worst, need)
+    return worst
+
+
+def check_run_memory(config, memory_limit):
+    """Refuse (ValueError naming the options) a run whose arrays would exceed ``memory_limit`` bytes."""
+    limit = check_memory_limit(memory_limit, "--memory-limit")
+    try:
+        need = run_memory_bytes(config)
+    except ValueError as err:           # a cell too large to build: name the option
+        raise ValueError(f"--hidden: {err}") from None
+    if need > limit:
+        raise ValueError(
+            f"--hidden/--steps: the run needs about {need / 2**30:.3g} GiB of arrays (H={config.hidden_size}, "
+            f"B={config.batch_size}, steps={config.steps}), above the limit of {limit / 2**30:.3g} GiB; use "
+            "smaller sizes or pass a larger --memory-limit (bytes)")
+    return need
+
+
+# ------------------------------------------------------------ the run's folder
+def _folder_entries(out):
+    """Names in ``out`` split into (ours, hidden leftovers of ours, foreign)."""
+    ours, leftovers, foreign = [], [], []
+    for name in sorted(os.listdir(out)):
+        if name.startswith((_STAGING_PREFIX, _TMP_PREFIX)):
+            leftovers.append(name)
+        elif name in _REPORT_NAMES:
+            ours.append(name)
+        else:
+            foreign.append(name)
+    return ours, leftovers, foreign
+
+
+def _read_manifest(out):
+    path = os.path.join(out, MANIFEST)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            manifest = json.load(fh)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise ReportFolderError(f"--out: {path!r} is not a readable report manifest ({err})") from None
+    if not isinstance(manifest, dict) or manifest.get("kind") != REPORT_KIND:
+        raise ReportFolderError(f"--out: {path!r} is not a kpref report manifest")
+    return manifest
+
+
+def claim_folder(out, overwrite=False):
+    """Make ``out`` this run's folder, or raise :class:`ReportFolderError` (a ValueError) naming ``--out``.
+
+    A new or empty folder is claimed. A report folder (``manifest.json``,
+    ``INCOMPLETE`` or only report files) is claimed with ``overwrite=True``
+    only: its files are replaced at the commit, not before. A folder with
+    any other file is never claimed. Hidden staging or temporary leftovers
+    of an interrupted run are removed.
+    """
+    check_writable(out)
+    ours, leftovers, foreign = _folder_entries(out)
+    if foreign:
+        shown = ", ".join(repr(n) for n in foreign[:3]) + (", …" if len(foreign) > 3 else "")
+        raise ReportFolderError(
+            f"--out: {out!r} holds files that are not a kpref report's ({shown}); choose a new or empty folder "
+            "(--overwrite replaces only a previous report, never other files)")
+    if ours and not overwrite:
+        manifest = _read_manifest(out) if MANIFEST in ours and INCOMPLETE not in ours else None
+        what = ("an incomplete report (a run was killed while moving its files in)" if INCOMPLETE in ours
+                else f"the report of run {manifest.get('run_id')} (seed {manifest.get('seed')})" if manifest
+                else "a report")
+        raise ReportFolderError(
+            f"--out: {out!r} already holds {what}; pass --overwrite to replace it, or choose another folder")
+    for name in leftovers:
+        path = os.path.join(out, name)
+        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+    return out
+
+
+def _atomic_write(path, write):
+    """``write(fh)`` into a temporary file in ``path``'s folder, flushed to disk, then ``os.replace`` it."""
+    folder, name = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(dir=folder or ".", prefix=_TMP_PREFIX + name + ".")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())      # mkstemp makes 0600; a report is an ordinary file
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _atomic_json(path, obj):
+    data = json.dumps(obj, indent=1, allow_nan=False).encode("utf-8")
+    return _atomic_write(path, lambda fh: fh.write(data))
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _file_table(folder):
+    """{relative path: {"bytes", "sha256"}} of every file under ``folder`` (POSIX separators)."""
+    table = {}
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, folder).replace(os.sep, "/")
+            table[rel] = {"bytes": os.path.getsize(full), "sha256": _sha256(full)}
+    return table
+
+
+@contextmanager
+def _sigint_deferred():
+    """Hold a SIGINT that arrives inside the block and raise KeyboardInterrupt after it (main thread only)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def _commit(staging, out, names):
+    """Move the staged run into ``out``: mark INCOMPLETE, replace the files, write the manifest, unmark."""
+    with _sigint_deferred():
+        mark = os.path.join(out, INCOMPLETE)
+        _atomic_write(mark, lambda fh: fh.write(
+            b"A kpref report run was being moved into this folder and did not finish: its files may mix two "
+            b"runs. Run the report again with --overwrite.\n"))
+        manifest_path = os.path.join(out, MANIFEST)
+        if os.path.exists(manifest_path):
+            os.remove(manifest_path)
+        for name in sorted(_REPORT_NAMES - {MANIFEST, INCOMPLETE}):
+            path = os.path.join(out, name)
+            if name in names:
+                continue
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.remove(path)
+        for name in names:
+            src, dst = os.path.join(staging, name), os.path.join(out, name)
+            if os.path.isdir(src):
+                if os.path.lexists(dst):
+                    shutil.rmtree(dst) if os.path.isdir(dst) and not os.path.islink(dst) else os.remove(dst)
+                os.replace(src, dst)          # a directory: renamed whole
+            else:
+                os.replace(src, dst)
+        os.replace(os.path.join(staging, MANIFEST), manifest_path)
+        os.remove(mark)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_report(out):
+    """The report in ``out`` after checking it: manifest present, no INCOMPLETE mark, every file as listed.
+
+    Raises :class:`ReportFolderError` (a ValueError naming ``out``) for an
+    incomplete, mixed, truncated or foreign folder. Returns the dict of
+    ``report.json``.
+    """
+    if os.path.exists(os.path.join(out, INCOMPLETE)):
+        raise ReportFolderError(f"out: {out!r} holds an incomplete report (interrupted while being written); "
+                                "run the report again with --overwrite")
+    manifest = _read_manifest(out)
+    if manifest is None:
+        raise ReportFolderError(f"out: {out!r} has no {MANIFEST}; expected a folder written by kpref report")
+    if manifest.get("status") != "complete":
+        raise ReportFolderError(f"out: {out!r} manifest status is {manifest.get('status')!r}, expected 'complete'")
+    listed = manifest.get("files", {})
+    present = _file_table(out)
+    present.pop(MANIFEST, None)
+    hidden = [n for n in present if os.path.basename(n).startswith((_STAGING_PREFIX, _TMP_PREFIX))
+              or n.startswith(_STAGING_PREFIX)]
+    for n in hidden:
+        present.pop(n)
+    if present != listed:
+        differ = sorted(set(present) ^ set(listed)) or sorted(n for n in listed if present[n] != listed[n])
+        raise ReportFolderError(f"out: {out!r} files do not match its manifest (run {manifest.get('run_id')}): "
+                                f"{differ[:5]}; the folder mixes runs or a file was changed")
+    with open(os.path.join(out, "report.json"), encoding="utf-8") as fh:
+        return json.load(fh)
 
 
 # ------------------------------------------------------------------- runs
@@ -177,15 +461,36 @@ def _jsonable(obj):
     return obj
 
 
-def run_report(config, out, *, progress=None, log=None, save_checkpoints=False):
-    """Run both experiments for a checked config, write ``out/report.json`` and the figures.
+def run_report(config, out, *, progress=None, log=None, save_checkpoints=False, overwrite=False, argv=None):
+    """Run both experiments for a checked config and write the report into ``out`` (module notes).
 
     Returns the report (the dict written to ``report.json``). ``log`` is a
     text stream for one line per finished run (``None``: silent);
-    ``progress`` is passed to :func:`kpref.train` (tqdm bars).
+    ``progress`` is passed to :func:`kpref.train` (tqdm bars). ``out`` must
+    be new, empty, or (with ``overwrite=True``) hold a previous report;
+    ``argv`` (the command line) is recorded in the manifest.
     """
     config = config.checked()
-    check_writable(out)
+    claim_folder(out, overwrite)
+    run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{os.urandom(4).hex()}"
+    staging = os.path.join(out, _STAGING_PREFIX + run_id)
+    os.makedirs(staging)
+    try:
+        report = _run_into(config, staging, progress=progress, log=log, save_checkpoints=save_checkpoints)
+        names = sorted(os.listdir(staging))
+        manifest = {"kind": REPORT_KIND, "status": "complete", "run_id": run_id, "seed": config.seed,
+                    "kpref_version": report["versions"]["kpref"], "config": _jsonable(config.as_dict()),
+                    "command": None if argv is None else list(argv), "versions": report["versions"],
+                    "files": _file_table(staging)}
+        _atomic_json(os.path.join(staging, MANIFEST), manifest)
+        _commit(staging, out, names)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return report
+
+
+def _run_into(config, folder, *, progress, log, save_checkpoints):
     t_start = time.perf_counter()
     runs, artifacts = [], []
     jobs = [("collapse", cell, g) for cell in config.cells for g in config.gains]
@@ -193,7 +498,7 @@ def run_report(config, out, *, progress=None, log=None, save_checkpoints=False):
     for i, (experiment, cell, g) in enumerate(jobs):
         ckdir = None
         if save_checkpoints:
-            ckdir = os.path.join(out, "checkpoints", f"{experiment}_{cell}_g{g:g}")
+            ckdir = os.path.join(folder, "checkpoints", f"{experiment}_{cell}_g{g:g}")
         fn = ex.run_collapse if experiment == "collapse" else ex.run_alignment
         record, art = fn(cell, g, config, progress=progress, checkpoint_dir=ckdir)
         runs.append(record)
@@ -210,13 +515,10 @@ def run_report(config, out, *, progress=None, log=None, save_checkpoints=False):
         "seconds": None,
         "versions": _versions(),
     }
-    write_figures(runs, artifacts, out)
+    write_figures(runs, artifacts, folder)
     report["seconds"] = time.perf_counter() - t_start
     report = _jsonable(report)
-    path = os.path.join(out, "report.json")
-    with open(path + ".tmp", "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=1, allow_nan=False)
-    os.replace(path + ".tmp", path)
+    _atomic_json(os.path.join(folder, "report.json"), report)
     return report
 
 
@@ -416,25 +718,43 @@ def _log_axis(ax):
 
 
 def _save(fig, out, name):
-    path = os.path.join(out, name)
-    fig.savefig(path, dpi=110)
-    return path
+    return _atomic_write(os.path.join(out, name), lambda fh: fig.savefig(fh, dpi=110, format="png"))
 
 
 # -------------------------------------------------------------------- CLI
-def main(args, *, stdout=None, stderr=None):
-    """Handle parsed ``report`` arguments: run, write, print the table. Returns the exit status."""
+def main(args, *, stdout=None, stderr=None, argv=None):
+    """Handle parsed ``report`` arguments: run, write, print the table. Returns the exit status.
+
+    0 on success; 2 for a user mistake (one line on stderr); 130 on Ctrl-C
+    (one line on stderr, ``--out`` left with the previous complete report).
+    """
     stdout = sys.stdout if stdout is None else stdout
     stderr = sys.stderr if stderr is None else stderr
     try:                                   # user mistakes: one line, status 2; anything later is a bug
         config = config_from_args(args)
-        out = check_writable(args.out)
+        check_run_memory(config, None if args.memory_limit is None else _parse_bytes(args.memory_limit))
+        out = claim_folder(args.out, args.overwrite)
     except (ValueError, TypeError) as err:
         print(f"kpref report: error: {err}", file=stderr)
         return 2
-    report = run_report(config, out, progress=False if args.quiet else None,
-                        log=None if args.quiet else stderr, save_checkpoints=args.save_checkpoints)
+    try:
+        report = run_report(config, out, progress=False if args.quiet else None,
+                            log=None if args.quiet else stderr, save_checkpoints=args.save_checkpoints,
+                            overwrite=args.overwrite, argv=argv)
+    except KeyboardInterrupt:
+        state = ("holds an incomplete report (marked INCOMPLETE)" if os.path.exists(os.path.join(out, INCOMPLETE))
+                 else "is unchanged")
+        print(f"kpref report: interrupted; {out} {state}", file=stderr)
+        return 130
     print(summary_table(report), file=stdout)
     print(f"wrote {os.path.join(out, 'report.json')} and {len(FIGURES)} figures in {out} "
           f"({report['seconds']:.0f} s)", file=stdout)
     return 0
+
+
+def _parse_bytes(text):
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"--memory-limit: expected a number of bytes, got {text!r}") from None
+    return check_memory_limit(value, "--memory-limit")

@@ -272,7 +272,11 @@ def _pairs(trajs):
 
 
 def gavish_donoho_omega(beta):
-    """``ω(β) ≈ 0.56β³ − 0.95β² + 1.82β + 1.43``: Gavish & Donoho's threshold factor (unknown noise)."""
+    """``ω(β) ≈ 0.56β³ − 0.95β² + 1.82β + 1.43``: Gavish & Donoho's threshold factor (unknown noise).
+
+    ``beta`` is the aspect ratio ``min(shape)/max(shape)``, a number in (0, 1].
+    """
+    beta = check_positive_float("beta", beta, upper=1.0)
     return 0.56 * beta**3 - 0.95 * beta**2 + 1.82 * beta + 1.43
 
 
@@ -300,7 +304,14 @@ def select_rank(singular_values, shape, rank):
     shape : (int, int)
     rank : None, int, float in (0, 1] or ``'gavish-donoho'``
     """
-    s = np.asarray(singular_values, dtype=np.float64)
+    if (not isinstance(shape, (tuple, list)) or len(shape) != 2
+            or any(isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral) for n in shape)):
+        raise TypeError(f"shape: expected a pair of positive integers (D, m), got {shape!r}")
+    shape = tuple(check_positive_int(f"shape[{i}]", n) for i, n in enumerate(shape))
+    s = as_real_array("singular_values", singular_values, (min(shape),), ("min(shape)",))
+    if s[-1] < 0.0 or np.any(np.diff(s) > 0.0):
+        raise ValueError("singular_values: expected non-negative values in decreasing order, got "
+                         f"{_format_values(s)}")
     k = s.size
     numerical, tol = _numerical_rank(s, shape)
     if numerical == 0:

@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse
 from scipy.sparse.linalg import LinearOperator, aslinearoperator
 
-from .._checks import as_real_array, check_memory, DEFAULT_MEMORY_LIMIT
+from .._checks import as_real_array, check_memory, DEFAULT_MEMORY_LIMIT, readonly_copy
 from .._identity import column_blocks, identity_block, identity_columns
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "stream_block_size",
     "materialize",
     "symmetric_part_checked",
+    "probe_symmetric",
 ]
 
 #: Working memory, in bytes, one streamed column block may take (smaller if ``memory_limit`` is).
@@ -105,7 +106,7 @@ class CheckedOperator:
         return self.shape[0] == self.shape[1]
 
 
-def as_operator(name, op, *, square=False):
+def as_operator(name, op, *, square=False, snapshot=False):
     """Check ``op`` and wrap it as a :class:`CheckedOperator`.
 
     Parameters
@@ -115,6 +116,10 @@ def as_operator(name, op, *, square=False):
     op : LinearOperator, 2-D float ndarray or SciPy sparse matrix
     square : bool
         Require a square operator.
+    snapshot : bool
+        Copy a dense array (read-only) instead of wrapping the caller's
+        memory: for operators kpref returns, which must not change when the
+        caller later changes its array (a sparse matrix is always copied).
     """
     from ._linearization import Linearization  # here: _linearization imports this module
 
@@ -138,6 +143,8 @@ def as_operator(name, op, *, square=False):
         lin_op = aslinearoperator(op.astype(np.float64))
     elif isinstance(op, (np.ndarray, list, tuple)) or hasattr(op, "__array__"):
         arr = as_real_array(name, op, (None, None), ("rows", "columns"))
+        if snapshot:
+            arr = readonly_copy(arr)
         lin_op = aslinearoperator(arr)
     else:
         raise TypeError(
@@ -181,3 +188,47 @@ def symmetric_part_checked(name, M, tolerance=SYMMETRY_TOLERANCE):
             "singular_values / effective_rank"
         )
     return 0.5 * (M + M.T)
+
+
+#: Number of probe vectors of :func:`probe_symmetric`, and the fixed seed that draws them (a fixed
+#: probe leaves the caller's random stream untouched and makes the refusal reproducible).
+_PROBE_VECTORS = 8
+_PROBE_SEED = 0x6B707266
+
+
+def probe_symmetric(name, matmat, n, *, psd=False, tolerance=SYMMETRY_TOLERANCE, what="this method"):
+    """Refuse a non-symmetric (or, with ``psd``, indefinite) operator from a few products, without a dense copy.
+
+    With ``U`` (n, m) orthonormal Gaussian (m = min(n, 8), fixed seed) and
+    ``C = Uᵀ A U``: a symmetric ``A`` gives a symmetric ``C`` up to rounding
+    (``‖C − Cᵀ‖_F ≲ n ε ‖A U‖_F``), while for a non-symmetric ``A``,
+    ``C − Cᵀ = Uᵀ(A − Aᵀ)U`` is non-zero with probability one. ``C`` is
+    refused when ``‖C − Cᵀ‖_F > tolerance · ‖A U‖_F`` (the dense routes'
+    1e-8). With ``psd``, an eigenvalue of ``(C + Cᵀ)/2`` below
+    ``−tolerance · ‖A U‖_F`` proves ``A`` is not PSD (``uᵀAu < 0``) and is
+    refused too; a PSD ``A`` is never refused, an indefinite one is caught
+    when its negative part is visible in a random 8-dimensional subspace
+    (a certificate only the dense eigenvalues can give). Cost: ``m`` products
+    (returned).
+    """
+    m = min(n, _PROBE_VECTORS)
+    U, _ = np.linalg.qr(np.random.default_rng(_PROBE_SEED).standard_normal((n, m)))
+    AU = np.asarray(matmat(U), dtype=np.float64)
+    C = U.T @ AU
+    scale = float(np.linalg.norm(AU))
+    asym = float(np.linalg.norm(C - C.T))
+    if not np.isfinite(scale) or asym > tolerance * scale:
+        raise ValueError(
+            f"{name}: expected a symmetric operator ({what} assumes one), got u_iᵀ A u_j ≠ u_jᵀ A u_i on "
+            f"random probes: relative asymmetry {asym / scale if scale else float('inf'):.3e} (threshold "
+            f"{tolerance:.0e}); for a non-symmetric operator use singular_values / effective_rank"
+        )
+    if psd:
+        low = float(np.linalg.eigvalsh(0.5 * (C + C.T))[0])
+        if low < -tolerance * scale:
+            raise ValueError(
+                f"{name}: expected a positive semidefinite operator ({what} assumes one), got a direction "
+                f"u with uᵀAu/‖u‖² = {low:.3e} < 0 (scale {scale:.3e}); for any operator A use "
+                "effective_rank(A) = PR(AAᵀ)"
+            )
+    return m

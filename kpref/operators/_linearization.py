@@ -47,8 +47,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..cells._cell import StepPoint
-from .._checks import as_real_array, check_choice, check_memory, DEFAULT_MEMORY_LIMIT
+from ..cells._cell import Cell, StepPoint
+from .._checks import (as_real_array, check_choice, check_finite_result, check_memory, check_memory_limit,
+                       freeze_arrays, readonly_copy)
 from ._adjoint import AdjointStrategy, DiscreteAdjoint
 from ._named import NamedOperator
 from ._loss import Loss, mse_loss  # noqa: F401  (moved to _loss; importable from here as before)
@@ -86,12 +87,35 @@ def linearize(cell, theta, x, h0=None, *, strategy="auto", adjoint="discrete", m
     Returns
     -------
     Linearization
+        An immutable snapshot (private read-only copies of θ, x, h0 and z).
+
+    Raises
+    ------
+    FloatingPointError
+        If the trajectory overflows to inf/NaN (every input being finite).
     """
     theta, x, h0 = check_problem(cell, theta, x, h0)
+    strategy, adjoint, memory_limit = _check_options(cell, strategy, adjoint, memory_limit)
+    z = _run(cell, theta, x, h0)
+    check_finite_result("linearize: the trajectory z", z, _DIVERGED_HINT)
+    lin = Linearization.__new__(Linearization)
+    lin._setup(cell, theta, x, h0, z, strategy, adjoint, memory_limit)
+    return lin
+
+
+_DIVERGED_HINT = "the recurrence diverged: lower the gain g, the weights or the input scale"
+
+
+def _check_options(cell, strategy, adjoint, memory_limit):
     check_choice("strategy", strategy, ("auto", "matrix_free", "materialized"))
     adjoint = _adjoint_strategy(cell, adjoint)   # refuse before simulating
-    z = _run(cell, theta, x, h0)
-    return Linearization(cell, theta, x, h0, z, strategy=strategy, adjoint=adjoint, memory_limit=memory_limit)
+    return strategy, adjoint, check_memory_limit(memory_limit)
+
+
+#: One step of F recomputed from the given z agrees with z to this relative accuracy in float64
+#: (a step is O(1) flops per entry, rounding ~1e-16 relative; 1e-10 leaves room for another
+#: implementation's order of operations, and still catches any z that is not the trajectory).
+_TRAJECTORY_RTOL = 1e-10
 
 
 def _adjoint_strategy(cell, adjoint):
@@ -113,14 +137,42 @@ def _adjoint_strategy(cell, adjoint):
 class Linearization:
     """A trajectory and its linearization; the K-P operators as ``LinearOperator``\\ s.
 
-    Build with :func:`linearize`. Attributes: ``cell``, ``theta``, ``x``,
+    Build with :func:`linearize` (or ``Linearization(cell, theta, x, h0, z)``
+    for a trajectory ``z`` computed elsewhere: every argument is checked, and
+    ``z`` must satisfy ``z_t = F(z_{t-1}, x_t; θ)`` at every step to a relative
+    1e-10). Attributes: ``cell``, ``theta``, ``x``,
     ``h0``, ``z`` (B, T, S), ``shape == (B, T, S)``, ``size == B*T*S``,
     ``num_params``, ``strategy`` (the one in use), ``adjoint`` (the name of the
     gradient's route) and ``adjoint_strategy`` (its :class:`AdjointStrategy`); operators
     ``P``, ``P_inv``, ``J_theta``, ``K``, ``NTK`` (and ``P.H`` = ``P*``).
+
+    A Linearization is an immutable snapshot: ``theta``, ``x``, ``h0`` and
+    ``z`` are private read-only copies (changing the caller's arrays, e.g.
+    ``theta -= lr * lin.grad(e)``, changes nothing here), and every array it
+    hands out is read-only or a fresh copy.
     """
 
     def __init__(self, cell, theta, x, h0, z, *, strategy="auto", adjoint="discrete", memory_limit=None):
+        theta, x, h0 = check_problem(cell, theta, x, h0)
+        B, T, _ = x.shape
+        z = as_real_array("z", z, (B, T, cell.state_size), ("B", "T", "S"))
+        strategy, adjoint, memory_limit = _check_options(cell, strategy, adjoint, memory_limit)
+        h_prev = np.concatenate([h0[:, None], z[:, :-1]], axis=1).reshape(B * T, -1)
+        stepped = cell._step(theta, h_prev, np.ascontiguousarray(x).reshape(B * T, -1)).reshape(z.shape)
+        err = np.abs(stepped - z)
+        bound = _TRAJECTORY_RTOL * np.maximum(1.0, np.abs(z))
+        if not (err <= bound).all():
+            b, t, s = (int(i) for i in np.unravel_index(np.argmax(err - bound), z.shape))
+            raise ValueError(
+                f"z: expected the trajectory of cell at (theta, x, h0), z_t = F(z_(t-1), x_t; theta), got "
+                f"|z - F(z_prev, x)| = {err[b, t, s]:.3e} at trial {b}, step {t}, unit {s} (tolerance "
+                f"{_TRAJECTORY_RTOL:g} relative); use kpref.linearize(cell, theta, x, h0) to compute it"
+            )
+        self._setup(cell, theta, x, h0, z, strategy, adjoint, memory_limit)
+
+    def _setup(self, cell, theta, x, h0, z, strategy, adjoint, memory_limit):
+        """Build from checked arrays (copied here: the snapshot owns its data)."""
+        theta, x, h0, z = (readonly_copy(a) for a in (theta, x, h0, z))
         self.cell, self.theta, self.x, self.h0, self.z = cell, theta, x, h0, z
         self.adjoint_strategy = _adjoint_strategy(cell, adjoint)
         B, T, S = z.shape
@@ -128,14 +180,17 @@ class Linearization:
         self.size = B * T * S
         self.num_params = cell.num_params
         self.adjoint = self.adjoint_strategy.name or type(self.adjoint_strategy).__name__
-        self.memory_limit = DEFAULT_MEMORY_LIMIT if memory_limit is None else memory_limit
+        self.memory_limit = memory_limit
         # rows ordered (t, b): row t*B + b holds (h_{t-1}, x_t)
         h_prev = np.empty((T, B, S))
         h_prev[0] = h0
         h_prev[1:] = z[:, :-1].transpose(1, 0, 2)
         h_rows = h_prev.reshape(T * B, S)
-        x_rows = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(T * B, cell.input_size)
-        self.point = StepPoint(theta, h_rows, x_rows, cell._prepare(theta, h_rows, x_rows))
+        x_rows = np.array(x.transpose(1, 0, 2), order="C").reshape(T * B, cell.input_size)
+        h_rows.flags.writeable = False
+        x_rows.flags.writeable = False
+        cache = freeze_arrays(cell._prepare(theta, h_rows, x_rows))     # products only read it
+        self.point = StepPoint(theta, h_rows, x_rows, cache, cell=cell)
         self._steps = [self.point.rows(t * B, (t + 1) * B) for t in range(T)]
         dense_bytes = 8 * B * T * S * S
         if strategy == "auto":
@@ -147,6 +202,7 @@ class Linearization:
         if strategy == "materialized":
             check_memory("linearize(strategy='materialized')", dense_bytes, self.memory_limit)
             self._A = cell._state_jacobian(self.point).reshape(T, B, S, S)
+            self._A.flags.writeable = False
         n, p = self.size, self.num_params
         self.P = NamedOperator("P", (n, n), self._P_matmat, self._Pstar_matmat, "P*")
         self.P_inv = NamedOperator("P_inv", (n, n), self._Pinv_matmat, self._Pinv_rmatmat, "P_inv*")
@@ -194,13 +250,29 @@ class Linearization:
 
     def state_jacobians(self, memory_limit=None):
         """Dense ``A`` at every (trial, step): (B, T, S, S), memory-checked."""
+        memory_limit = self.memory_limit if memory_limit is None else check_memory_limit(memory_limit)
         B, T, S = self.shape
         check_memory("state_jacobians", 8 * B * T * S * S, self.memory_limit if memory_limit is None else memory_limit)
         A = self._A if self._A is not None else self.cell._state_jacobian(self.point).reshape(T, B, S, S)
         return np.ascontiguousarray(A.transpose(1, 0, 2, 3))
 
     # ------------------------------------------------------------ sweeps
+    def _check_internal_block(self, name, Q):
+        B, T, S = self.shape
+        return as_real_array(name, Q, (None, T, B, S), ("k", "T", "B", "S"))
+
     def propagate_forward_in_time(self, Q):
+        """``P`` on a block ``Q`` (k, T, B, S) in the internal (time-major) layout: v_t = A_t v_{t-1} + q_t.
+
+        ``Q`` is checked (shape, float, finite); ``lin.P`` takes flat (B·T·S, k) blocks instead.
+        """
+        return self._sweep_forward(self._check_internal_block("Q", Q))
+
+    def propagate_backward_in_time(self, W):
+        """``P*`` on a block ``W`` (k, T, B, S): λ_{T-1} = w_{T-1}, λ_t = w_t + A_{t+1}ᵀ λ_{t+1} (checked)."""
+        return self._sweep_backward(self._check_internal_block("W", W))
+
+    def _sweep_forward(self, Q):
         """``P`` on an internal block Q (k, T, B, S): v_t = A_t v_{t-1} + q_t."""
         V = np.empty_like(Q)
         V[:, 0] = Q[:, 0]
@@ -208,7 +280,7 @@ class Linearization:
             V[:, t] = self._A_step(t, V[:, t - 1]) + Q[:, t]
         return V
 
-    def propagate_backward_in_time(self, W):
+    def _sweep_backward(self, W):
         """``P*`` on an internal block W: λ_{T-1} = w_{T-1}, λ_t = w_t + A_{t+1}ᵀ λ_{t+1}."""
         L = np.empty_like(W)
         T = self.shape[1]
@@ -251,10 +323,10 @@ class Linearization:
 
     # ------------------------------------------------- operator products
     def _P_matmat(self, X):
-        return self._to_flat(self.propagate_forward_in_time(self._to_internal(X)))
+        return self._to_flat(self._sweep_forward(self._to_internal(X)))
 
     def _Pstar_matmat(self, X):
-        return self._to_flat(self.propagate_backward_in_time(self._to_internal(X)))
+        return self._to_flat(self._sweep_backward(self._to_internal(X)))
 
     def _Pinv_matmat(self, X):
         V = self._to_internal(X)
@@ -281,8 +353,8 @@ class Linearization:
         return self._to_flat(self._J(self._JT(self._to_internal(X))))
 
     def _NTK_matmat(self, X):
-        W = self.propagate_backward_in_time(self._to_internal(X))
-        return self._to_flat(self.propagate_forward_in_time(self._J(self._JT(W))))
+        W = self._sweep_backward(self._to_internal(X))
+        return self._to_flat(self._sweep_forward(self._J(self._JT(W))))
 
     # ------------------------------------------------- Kronecker core of K
     def kronecker_factors(self, memory_limit=None, *, steps=None):
@@ -305,6 +377,7 @@ class Linearization:
         rows only): the dense ``D`` of all ``B·T`` rows (``B·T·S·o`` floats)
         need never be held at once (see :func:`kpref.analysis.unit_blocks`).
         """
+        memory_limit = self.memory_limit if memory_limit is None else check_memory_limit(memory_limit)
         if not self.cell.has_weight_sites:
             raise NotImplementedError(
                 f"kronecker_factors: {type(self.cell).__name__} does not declare its weight sites "

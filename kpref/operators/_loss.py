@@ -13,7 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import as_real_array, check_choice
+from ..cells._cell import Cell
+from .._checks import as_real_array, check_choice, check_finite_result
 
 __all__ = ["Loss", "mse_loss", "check_mask", "mask_weights"]
 
@@ -85,6 +86,12 @@ def mse_loss(z, target, w_out, b_out=None, *, mask=None, reduction="mean", cell=
         readout does not read), ``grad_w_out`` (O, R), ``grad_b_out`` (O,),
         and the readout ``y`` (B, T, O).
 
+    Raises
+    ------
+    FloatingPointError
+        If the loss or a gradient overflows to inf/NaN (every input being
+        finite): a non-finite result is never returned.
+
     Notes
     -----
     With residual ``r = m ⊙ (y − target)`` and ``c = B·T·O`` ('mean') or 1::
@@ -92,6 +99,8 @@ def mse_loss(z, target, w_out, b_out=None, *, mask=None, reduction="mean", cell=
         L = Σ m ⊙ (y − target)² / c
         ∂L/∂y = 2 r / c,   e = (∂L/∂y) W_out,   ∂L/∂W_out = Σ_{b,t} (∂L/∂y)_{bt} z_{r,bt}ᵀ
     """
+    if cell is not None and not isinstance(cell, Cell):
+        raise TypeError(f"cell: expected None or a kpref cell (e.g. kpref.GRU(...)), got {type(cell).__name__}")
     z = as_real_array("z", z, (None, None, None), ("B", "T", "S"))
     B, T, S = z.shape
     R = S if cell is None else cell.output_size
@@ -104,13 +113,18 @@ def mse_loss(z, target, w_out, b_out=None, *, mask=None, reduction="mean", cell=
     check_choice("reduction", reduction, ("mean", "sum"))
     m = mask_weights(check_mask(mask, B, T, O), B, T, O)
     zr = z[:, :, :R]
-    y = zr @ w_out.T + b_out
-    diff = y - target
-    c = float(B * T * O) if reduction == "mean" else 1.0
-    value = float(np.sum(m * diff * diff) / c)
-    dy = (2.0 / c) * (m * diff)
-    e = np.zeros((B, T, S))
-    e[:, :, :R] = dy @ w_out
-    grad_w = dy.reshape(-1, O).T @ zr.reshape(-1, R)
-    grad_b = dy.reshape(-1, O).sum(axis=0)
+    with np.errstate(over="ignore", invalid="ignore"):   # an overflow is reported below, as an error
+        y = zr @ w_out.T + b_out
+        diff = y - target
+        c = float(B * T * O) if reduction == "mean" else 1.0
+        value = float(np.sum(m * diff * diff) / c)
+        dy = (2.0 / c) * (m * diff)
+        e = np.zeros((B, T, S))
+        e[:, :, :R] = dy @ w_out
+        grad_w = dy.reshape(-1, O).T @ zr.reshape(-1, R)
+        grad_b = dy.reshape(-1, O).sum(axis=0)
+    # finite inputs can still overflow (|y − target|² > 1.8e308): raise, never return inf
+    for what, arr in (("value", value), ("y", y), ("e", e), ("grad_w_out", grad_w), ("grad_b_out", grad_b)):
+        check_finite_result(f"mse_loss: {what}", arr, "the readout or the trajectory is too large "
+                            "(in training, a sign of divergence: lower learning_rate)")
     return Loss(value, e, grad_w, grad_b, y)

@@ -9,21 +9,83 @@ over ``(b, t, s)``. Each operator here
 * returns its named partner from ``_adjoint`` (``P.H`` is ``P*``, and
   ``P*.H`` is ``P`` again),
 * checks every input: a vector of the wrong length, a complex or non-finite
-  vector is refused with a message naming the operator.
+  vector is refused with a message naming the operator;
+* checks every output: a product that overflows to inf/NaN from finite input
+  raises ``FloatingPointError`` naming the operator (never returned silently);
+* applies the same checks however it is derived: ``.H``, ``.T`` and
+  ``.transpose()`` return the named partner (a real operator's transpose is
+  its adjoint), itself a checked operator; ``op @ x``, ``op.dot(x)``,
+  ``op(x)`` and SciPy's sums/products of operators go through the checked
+  ``matvec``/``matmat``.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse
 from scipy.sparse.linalg import LinearOperator
 
-from .._checks import as_real_array, check_memory
+from .._checks import as_real_array, check_finite_result, check_memory, check_positive_int
 from .._identity import identity_columns
 
-__all__ = ["NamedOperator", "todense"]
+__all__ = ["CheckedInputOperator", "NamedOperator", "todense"]
 
 
-class NamedOperator(LinearOperator):
+class CheckedInputOperator(LinearOperator):
+    """A real float64 ``LinearOperator`` whose every entry point checks its input and output.
+
+    Subclasses implement ``_matmat``/``_rmatmat`` (and may override
+    ``_adjoint``); the public ``matvec``, ``rmatvec``, ``matmat``,
+    ``rmatmat`` (and so ``dot``, ``@``, ``*``, ``__call__``) refuse a block
+    of the wrong length, complex, integer, object or non-finite data with a
+    message naming the operator, and refuse a non-finite product
+    (``FloatingPointError``). ``.T``/``.transpose()`` is ``.H`` (real).
+    """
+
+    name = "operator"
+
+    def _check_in(self, x, n, what):
+        if scipy.sparse.issparse(x):
+            raise TypeError(f"{self.name}.{what}: expected a dense float64 array, got {type(x).__name__}")
+        arr = np.asarray(x)
+        if arr.ndim not in (1, 2) or arr.shape[0] != n:
+            raise ValueError(
+                f"{self.name}.{what}: expected a vector of length {n} (or a block of shape ({n}, k)), "
+                f"got shape {arr.shape}"
+            )
+        return as_real_array(f"{self.name}.{what} input", arr)
+
+    def _check_out(self, Y, what):
+        return check_finite_result(f"{self.name}.{what}", Y,
+                                   "the operator's products overflowed (check the trajectory's scale)")
+
+    def matvec(self, x):
+        x = self._check_in(x, self.shape[1], "matvec")
+        return self._check_out(super().matvec(x), "matvec")
+
+    def rmatvec(self, x):
+        x = self._check_in(x, self.shape[0], "rmatvec")
+        return self._check_out(super().rmatvec(x), "rmatvec")
+
+    def matmat(self, X):
+        X = self._check_in(X, self.shape[1], "matmat")
+        if X.ndim != 2:
+            raise ValueError(f"{self.name}.matmat: expected a 2-D block, got shape {X.shape}")
+        return self._check_out(super().matmat(X), "matmat")
+
+    def rmatmat(self, X):
+        X = self._check_in(X, self.shape[0], "rmatmat")
+        if X.ndim != 2:
+            raise ValueError(f"{self.name}.rmatmat: expected a 2-D block, got shape {X.shape}")
+        return self._check_out(super().rmatmat(X), "rmatmat")
+
+    def _transpose(self):
+        # real operator: the transpose is the adjoint (a checked operator), never SciPy's
+        # _TransposedLinearOperator, which calls the unchecked _rmatvec directly
+        return self._adjoint()
+
+
+class NamedOperator(CheckedInputOperator):
     """A real ``LinearOperator`` defined by block functions ``matmat`` and ``rmatmat``.
 
     Parameters
@@ -53,34 +115,6 @@ class NamedOperator(LinearOperator):
         self._rmm = rmatmat
         self.adjoint_name = name if adjoint_name is None else adjoint_name
         self._partner = partner
-
-    # -- checks at the boundary (SciPy only says "dimension mismatch")
-    def _check_in(self, x, n, what):
-        arr = np.asarray(x)
-        if arr.ndim not in (1, 2) or arr.shape[0] != n:
-            raise ValueError(
-                f"{self.name}.{what}: expected a vector of length {n} (or a block of shape ({n}, k)), "
-                f"got shape {arr.shape}"
-            )
-        return as_real_array(f"{self.name}.{what} input", arr)
-
-    def matvec(self, x):
-        return super().matvec(self._check_in(x, self.shape[1], "matvec"))
-
-    def rmatvec(self, x):
-        return super().rmatvec(self._check_in(x, self.shape[0], "rmatvec"))
-
-    def matmat(self, X):
-        X = self._check_in(X, self.shape[1], "matmat")
-        if X.ndim != 2:
-            raise ValueError(f"{self.name}.matmat: expected a 2-D block, got shape {X.shape}")
-        return super().matmat(X)
-
-    def rmatmat(self, X):
-        X = self._check_in(X, self.shape[0], "rmatmat")
-        if X.ndim != 2:
-            raise ValueError(f"{self.name}.rmatmat: expected a 2-D block, got shape {X.shape}")
-        return super().rmatmat(X)
 
     # -- SciPy hooks
     def _matmat(self, X):
@@ -113,18 +147,24 @@ def todense(op, memory_limit=None, *, block=256):
 
     Parameters
     ----------
-    op : LinearOperator or ndarray
+    op : LinearOperator, 2-D float ndarray or SciPy sparse matrix
+        Real floating only: a complex, integer or object operator is refused
+        (``TypeError``), and so is a non-finite product (``ValueError``).
     memory_limit : int, optional
         Bytes the dense result may take (default
         :data:`kpref._checks.DEFAULT_MEMORY_LIMIT`, 2 GiB). Above it a
         ``MemoryError`` states the figure.
-    block : int
+    block : int >= 1
         Columns pushed through ``op.matmat`` at a time (blocks, not a column loop).
+
+    Returns
+    -------
+    (n, m) float64 array, a fresh copy (never a view of ``op``'s data).
     """
-    if isinstance(op, np.ndarray):
-        return as_real_array("op", op, (None, None))
-    if not isinstance(op, LinearOperator):
-        raise TypeError(f"op: expected a scipy.sparse.linalg.LinearOperator or ndarray, got {type(op).__name__}")
-    n, m = op.shape
-    check_memory(f"todense({getattr(op, 'name', type(op).__name__)})", 8 * n * m, memory_limit)
-    return identity_columns(op.matmat, n, m, block)
+    from ._input import as_operator   # _input builds on this module
+
+    block = check_positive_int("block", block)
+    chk = as_operator("op", op)
+    n, m = chk.shape
+    check_memory(f"todense({getattr(chk.op, 'name', type(op).__name__)})", 8 * n * m, memory_limit)
+    return identity_columns(chk.matmat, n, m, block)

@@ -101,7 +101,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import as_generator, as_real_array, check_bool, check_choice, check_positive_float, check_positive_int
+from .._checks import (as_generator, as_real_array, check_bool, check_choice, check_positive_float, check_positive_int,
+                      check_size_memory)
 
 __all__ = [
     "MemoryProTrials",
@@ -198,6 +199,12 @@ def _check_memory_steps(value):
     return steps, steps
 
 
+def _check_trial_memory(batch_size, T, width, steps_text):
+    """The (B, T, width) arrays of a batch (inputs, targets, mask, noise: ≤ 4 such) must fit the default limit."""
+    check_size_memory(f"batch_size={batch_size}, {steps_text}", 4 * 8 * batch_size * T * max(width, 3),
+                      what=f"a batch of {batch_size} trials of {T} steps")
+
+
 def _memory_family(batch_size, rng, anti, delay, *, fixation_steps, stimulus_steps, memory_steps,
                    response_steps, grace_steps, noise_std, amplitude=1.0, angles=None, rule_inputs=0, rule=None,
                    context_steps=0):
@@ -207,6 +214,8 @@ def _memory_family(batch_size, rng, anti, delay, *, fixation_steps, stimulus_ste
     F, S, R = fixation_steps, stimulus_steps, response_steps
     low, high = memory_steps
     T = C + F + S + high + R
+    _check_trial_memory(B, T, 3 + rule_inputs, "context_steps + fixation_steps + stimulus_steps + memory_steps + "
+                        f"response_steps = {T}")
     if angles is None:
         angle = rng.uniform(0.0, 2.0 * np.pi, size=B)
     elif isinstance(angles, str):                      # 'even' (checked by the caller)
@@ -319,6 +328,8 @@ def memory_pro(batch_size, rng=None, *, anti=False, delay=False, fixation_steps=
                               noise_std)
     kw["amplitude"] = check_positive_float("amplitude", amplitude)
     kw["angles"] = _check_angles(angles, batch_size)
+    T = kw["fixation_steps"] + kw["stimulus_steps"] + kw["memory_steps"][1] + kw["response_steps"]
+    _check_trial_memory(batch_size, T, 3, f"fixation_steps + stimulus_steps + memory_steps + response_steps = {T}")
     x, target, mask = _memory_family(batch_size, rng, np.full(batch_size, anti), np.full(batch_size, delay), **kw)
     return MemoryProTrials(x, target, mask)
 
@@ -370,6 +381,7 @@ def flip_flop(batch_size, rng=None, *, n_bits=3, num_steps=50, p_flip=0.05, nois
     p_flip = _check_probability("p_flip", p_flip)
     noise_std = _check_nonneg_float("noise_std", noise_std)
     mix_anti = check_bool("mix_anti", mix_anti)
+    _check_trial_memory(batch_size, T, n_bits, f"num_steps={T}, n_bits={n_bits}")
     events = rng.uniform(size=(batch_size, T, n_bits)) < p_flip
     signs = np.where(rng.uniform(size=(batch_size, T, n_bits)) < 0.5, -1.0, 1.0)
     pulses = np.where(events, signs, 0.0)
@@ -433,6 +445,9 @@ def multitask(batch_size, rng=None, *, rules=("memory_pro", "memory_anti", "dela
     kw["context_steps"] = check_positive_int("context_steps", context_steps, minimum=0)
     kw["amplitude"] = check_positive_float("amplitude", amplitude)
     R = len(rules)
+    T = kw["fixation_steps"] + kw["stimulus_steps"] + kw["memory_steps"][1] + kw["response_steps"]
+    _check_trial_memory(batch_size, T, 3 + R, f"fixation_steps + stimulus_steps + memory_steps + response_steps "
+                        f"= {T}")
     rule = rng.permutation(np.arange(batch_size, dtype=np.int64) % R)
     flags = np.array([MEMORY_RULES[r] for r in rules], dtype=bool)  # (R, 2): anti, delay
     x, target, mask = _memory_family(batch_size, rng, flags[rule, 0], flags[rule, 1], rule_inputs=R,
