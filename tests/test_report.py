@@ -88,13 +88,19 @@ def test_effective_rank_dense_reference():
 # ------------------------------------------------------------ randomized summaries
 @pytest.mark.parametrize("cell_name", ["gru", "elman"])
 def test_randomized_summaries_near_exact(cell_name):
-    """Seeded Hutch++ ranks within 10 %, Hutchinson dimensions within 20 % (60 probes; measured ≤ 3 %, ≤ 10 %)."""
+    """Seeded Hutch++ ranks within 5 of their own standard errors; Hutchinson dimensions within 20 %.
+
+    The effective rank's error estimate (delta method on the Hutch++ errors of tr A and ‖A‖_F²) is a
+    standard error: 5 of them is a two-sided Gaussian band of probability 6e-7 (measured here: ≤ 1.2).
+    The per-axis dimensions report no error; their 20 % band is measured (≤ 11 %), not derived.
+    """
     lin = _lin(cell_name)
     erank, dims, _, _ = ex.operator_summaries(lin, method="exact")
     erank_r, dims_r, used, extra = ex.operator_summaries(lin, method="randomized", n_probes=60, rng=1)
     assert used == "randomized" and set(extra["effective_rank_error"]) == set(ex.OPERATORS)
     for op in ex.OPERATORS:
-        assert _rel(erank_r[op], erank[op]) <= 0.10
+        err = extra["effective_rank_error"][op]
+        assert 0 < err and abs(erank_r[op] - erank[op]) <= 5 * err
         for axis in ex.AXES:
             assert _rel(dims_r[op][axis], dims[op][axis]) <= 0.20
     again = ex.operator_summaries(lin, method="randomized", n_probes=60, rng=1)

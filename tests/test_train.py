@@ -24,10 +24,7 @@ QUICK = dict(fixation_steps=3, stimulus_steps=5, memory_steps=5, response_steps=
 
 
 def _cells():
-    cells = [("elman", lambda N, H: kpref.Elman(N, H))]
-    if hasattr(kpref, "GRU"):
-        cells.append(("gru", lambda N, H: kpref.GRU(N, H)))
-    return cells
+    return [("elman", lambda N, H: kpref.Elman(N, H)), ("gru", lambda N, H: kpref.GRU(N, H))]
 
 
 def _problem(seed=0, B=4, H=6):
