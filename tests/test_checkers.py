@@ -26,7 +26,15 @@ def test_dottest_returns_the_worst_residual_of_a_slightly_wrong_adjoint():
     A = np.diag([1.0, 2.0, 3.0])
     B = np.diag([1.0, 2.0, 3.0 + 1e-9])
     r = dottest_pair(lambda u: A @ u, lambda w: B @ w, (3,), (3,), rng=0, rtol=1.0)
-    assert 1e-12 < r < 1e-9
+    # the worst of the 8 pairs drawn from the same seed, by the formula: |1e-9 u₃ w₃| / (‖Au‖‖w‖ + ‖u‖‖Bw‖);
+    # the numerator is a difference of O(1) inner products, exact to ~1e-16, i.e. 1e-7 of it
+    rng = np.random.default_rng(0)
+    pairs = [(rng.standard_normal(3), rng.standard_normal(3)) for _ in range(8)]
+    expected = max(abs((A @ u) @ w - u @ (B @ w)) / (np.linalg.norm(A @ u) * np.linalg.norm(w)
+                                                     + np.linalg.norm(u) * np.linalg.norm(B @ w)) for u, w in pairs)
+    assert r == pytest.approx(expected, rel=1e-6)
+    assert expected == pytest.approx(max(1e-9 * abs(u[2] * w[2]) / (np.linalg.norm(A @ u) * np.linalg.norm(w)
+                                         + np.linalg.norm(u) * np.linalg.norm(B @ w)) for u, w in pairs), rel=1e-6)
 
 
 def test_taylor_test_rate_two_for_a_right_derivative():
@@ -76,12 +84,17 @@ def test_richardson_estimate_and_error():
     x = np.array([0.5, 1.5])
     est, err = richardson(f, x, np.ones(2), h=0.1)
     exact = 3 * x**2
-    assert np.max(np.abs(est - exact)) < 1e-10
-    assert err < 1e-8
-    # a coarse, two-level table on a wiggly function reports a large error estimate
+    # f is a cubic on [x − h, x + h]: D(h) = f′ + h² f‴/6 exactly, so the first extrapolation is exact and
+    # only rounding remains, ≤ ~4 ε |f| / h_min = 4 · 2.2e-16 · 3.4 / 0.0125 ≈ 2.4e-13 (Σ|weights| ≤ 2)
+    assert np.max(np.abs(est - exact)) <= 5e-13
+    assert err <= 5e-13
+    # a coarse, two-level table on a wiggly function: the error estimate is exactly |D₁₁ − D₁₀|
+    # = |D(h/2) − D(h)| / 3, and it is large
     g = lambda x: np.sin(50 * x)
     est, err = richardson(g, x, np.ones(2), h=0.2, levels=2)
-    assert err > 1e-2
+    D = lambda h: (g(x + h) - g(x - h)) / (2 * h)
+    assert est == pytest.approx(D(0.1) + (D(0.1) - D(0.2)) / 3, rel=1e-14)
+    assert err == pytest.approx(np.linalg.norm(D(0.1) - D(0.2)) / 3, rel=1e-14) and err > 1
 
 
 # ---------------------------------------------------------------- magnitudes

@@ -47,14 +47,18 @@ def tests_for(path):
     return TESTS[max(keys, key=len)]
 
 
-def check_catalogue(root):
-    ids = set()
+def check_catalogue(root, skip_missing=False):
+    """Refuse a catalogue that drifted from the code; with ``skip_missing`` return the ids that do not apply."""
+    ids, missing = set(), set()
     for mid, path, old, new, _ in MUTANTS:
         if mid in ids:
             raise SystemExit(f"catalogue: duplicate id {mid}")
         ids.add(mid)
         text = (root / path).read_text(encoding="utf-8")
         count = text.count(old)
+        if count == 0 and skip_missing:
+            missing.add(mid)
+            continue
         if count != 1:
             raise SystemExit(f"catalogue: {mid}: the original text occurs {count} times in {path} (expected once)")
         if old == new:
@@ -62,14 +66,15 @@ def check_catalogue(root):
     unknown = set(EQUIVALENT) - ids
     if unknown:
         raise SystemExit(f"catalogue: EQUIVALENT names unknown mutants {sorted(unknown)}")
+    return missing
 
 
-def make_copy(dest):
+def make_copy(root, dest):
     for name in ("kpref", "tests", "validation"):
-        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
+        shutil.copytree(root / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
     for name in ("conftest.py", "pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / name, dest / name)
-    docs = ROOT / "docs"
+        shutil.copy2(root / name, dest / name)
+    docs = root / "docs"
     if docs.exists():
         shutil.copytree(docs, dest / "docs")
     fake = dest / "_no_torch" / "torch"
@@ -102,14 +107,19 @@ def main(argv=None):
                     help="where to write the results (JSON)")
     ap.add_argument("--timeout", type=float, default=1200.0, help="seconds per mutant's tests (a timeout kills)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary copy")
+    ap.add_argument("--root", default=str(ROOT),
+                    help="the checkout to mutate (default this one; e.g. an exported older commit to score it)")
     args = ap.parse_args(argv)
-    check_catalogue(ROOT)
+    root = Path(args.root).resolve()
+    missing = check_catalogue(root, skip_missing=root != ROOT)
+    if missing:
+        print(f"not applicable to {root} (text not found): {', '.join(sorted(missing))}")
     parts = args.only.split(",")
-    selected = [m for m in MUTANTS if any(p in m[0] or p in m[1] for p in parts)]
+    selected = [m for m in MUTANTS if any(p in m[0] or p in m[1] for p in parts) and m[0] not in missing]
     tmp = Path(tempfile.mkdtemp(prefix="kpref-mutation-"))
     results = []
     try:
-        make_copy(tmp)
+        make_copy(root, tmp)
         for tests in sorted({tuple(tests_for(m[1])) for m in selected}):
             verdict, seconds, first = run_tests(tmp, list(tests), args.timeout)
             print(f"baseline {' '.join(tests)}: {verdict} ({seconds:.0f} s) {first}", flush=True)
