@@ -232,3 +232,9 @@ def test_complex_step_and_richardson_keep_the_shape_of_f():
     assert d.shape == () and d == pytest.approx(np.cos(x) @ dx, rel=1e-15)
     est, _ = richardson(lambda y: np.outer(y, y), x, dx)
     assert est.shape == (2, 2)
+
+
+@pytest.mark.parametrize("floor", [-1e-12, np.nan, "0", True])
+def test_taylor_test_refuses_a_meaningless_floor(floor):
+    with pytest.raises((TypeError, ValueError), match="floor: "):
+        taylor_test(np.sin, np.ones(2), np.ones(2), np.cos(np.ones(2)), floor=floor)

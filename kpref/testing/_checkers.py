@@ -237,7 +237,9 @@ def taylor_test(f, x, dx, derivative, *, h0=None, n_steps=18, floor=None, linear
     if h0 is None:
         h0 = 0.5 / (_norm(dx) / np.sqrt(dx.size))
     h0 = check_positive_float("h0", h0)
-    floor = None if floor is None else _check_nonnegative("floor", floor)
+    if floor is not None and not (isinstance(floor, numbers.Real) and not isinstance(floor, (bool, np.bool_))
+                                  and floor == 0):
+        floor = check_positive_float("floor", floor)  # 0 (keep every remainder) or a finite positive floor
     hs = h0 * 0.5 ** np.arange(n_steps)
     rem, scale = [], []
     for h in hs:
@@ -379,12 +381,3 @@ def _value(what, value, shape):
     if not np.isfinite(arr).all():
         raise ValueError(f"f: {what} returned non-finite values; no derivative can be judged there")
     return arr
-
-
-def _check_nonnegative(name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number >= 0, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    if not np.isfinite(value) or value < 0.0:
-        raise ValueError(f"{name}: expected a finite number >= 0, got {value}")
-    return value
