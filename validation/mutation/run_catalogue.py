@@ -79,7 +79,7 @@ def make_copy(root, dest):
         shutil.copytree(docs, dest / "docs")
     fake = dest / "_no_torch" / "torch"
     fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text('raise ImportError("torch is hidden for mutation testing")\n')
+    (fake / "__init__.py").write_text('raise ModuleNotFoundError("torch is hidden for mutation testing", name="torch")\n')
 
 
 def run_tests(copy, tests, timeout):
