@@ -238,3 +238,14 @@ def test_complex_step_and_richardson_keep_the_shape_of_f():
 def test_taylor_test_refuses_a_meaningless_floor(floor):
     with pytest.raises((TypeError, ValueError), match="floor: "):
         taylor_test(np.sin, np.ones(2), np.ones(2), np.cos(np.ones(2)), floor=floor)
+
+
+def test_dottest_fails_exactly_above_its_threshold():
+    """The verdict is `residual ≤ rtol`: a residual just above rtol fails, at rtol passes (a 10× looser
+    check survived mutation testing)."""
+    A = np.diag([1.0, 2.0, 3.0])
+    B = np.diag([1.0, 2.0, 3.0 + 1e-9])
+    r = dottest_pair(lambda u: A @ u, lambda w: B @ w, (3,), (3,), rng=0, rtol=np.inf)
+    assert dottest_pair(lambda u: A @ u, lambda w: B @ w, (3,), (3,), rng=0, rtol=r) == r
+    with pytest.raises(AssertionError, match="symmetric residual"):
+        dottest_pair(lambda u: A @ u, lambda w: B @ w, (3,), (3,), rng=0, rtol=0.999 * r)
