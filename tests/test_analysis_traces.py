@@ -254,6 +254,53 @@ def test_randomized_alignment(method):
     assert spread / 2 <= np.median(out[:, 1]) <= 2 * spread
 
 
+@pytest.mark.parametrize("method", ["hutchinson", "hutch++", "xtrace"])
+def test_randomized_frobenius_norm_error_is_the_propagated_trace_error(method):
+    """The error column, exactly: ‖A‖_F = √t and err = err(t) / (2√t) for the trace estimate t of AᵀA
+    drawn with the same seed (the same probes), to rounding."""
+    rng = np.random.default_rng(13)
+    A = rng.standard_normal((25, 30)) @ np.diag(np.arange(1, 31) ** -1.0)
+    for seed in range(5):
+        value, err = frobenius_norm(A, method, n_probes=18, rng=seed, return_error=True)
+        t, t_err = trace(A.T @ A, method, n_probes=18, rng=seed, return_error=True)
+        assert value == pytest.approx(np.sqrt(t), rel=1e-13)
+        assert err > 0 and err == pytest.approx(t_err / (2 * np.sqrt(t)), rel=1e-13)
+
+
+@pytest.mark.parametrize("method", ["hutchinson", "hutch++", "xtrace"])
+def test_randomized_alignment_error_is_the_delta_method_on_the_same_probes(method):
+    """The error estimate, exactly, from the same probes.
+
+    Hutchinson: one Rademacher block ω (the estimator's draws, ``rng.integers(0, 2) · 2 − 1``) serves the
+    three samples s = ((Aω)ᵀBω, ‖Aω‖², ‖Bω‖²); with means (x, y, z), cos = x/√(yz) and the delta method
+    err² = ∇ᵀ Cov(s) ∇ / m, ∇ = (1/√(yz), −cos/(2y), −cos/(2z)). Hutch++ / XTrace: tr(AᵀB), ‖A‖_F²,
+    ‖B‖_F² estimated in that order from one generator, errors propagated to first order.
+    """
+    rng = np.random.default_rng(14)
+    A = rng.standard_normal((50, 50))
+    B = A + 0.8 * rng.standard_normal((50, 50))
+    m = 30
+    for seed in range(5):
+        cos, err = alignment(A, B, method, n_probes=m, rng=seed, return_error=True)
+        gen = np.random.default_rng(seed)
+        if method == "hutchinson":
+            W = gen.integers(0, 2, size=(50, m)).astype(float) * 2.0 - 1.0
+            AW, BW = A @ W, B @ W
+            s = np.stack([np.sum(AW * BW, axis=0), np.sum(AW * AW, axis=0), np.sum(BW * BW, axis=0)])
+            x, y, z = s.mean(axis=1)
+            c = x / np.sqrt(y * z)
+            grad = np.array([1 / np.sqrt(y * z), -0.5 * c / y, -0.5 * c / z])
+            e = np.sqrt(grad @ np.cov(s, ddof=1) @ grad / m)
+        else:
+            x, ex = trace(A.T @ B, method, n_probes=m, rng=gen, return_error=True)
+            y, ey = trace(A.T @ A, method, n_probes=m, rng=gen, return_error=True)
+            z, ez = trace(B.T @ B, method, n_probes=m, rng=gen, return_error=True)
+            c = x / np.sqrt(y * z)
+            e = np.sqrt((ex / np.sqrt(y * z)) ** 2 + (0.5 * c * ey / y) ** 2 + (0.5 * c * ez / z) ** 2)
+        assert cos == pytest.approx(c, rel=1e-13)
+        assert err > 0 and err == pytest.approx(e, rel=1e-12)
+
+
 def test_hutchinson_alignment_of_an_operator_with_itself_is_exactly_one():
     A = np.random.default_rng(15).standard_normal((10, 12))
     assert alignment(A, 3 * A, "hutchinson", n_probes=5, rng=0) == pytest.approx(1.0, rel=1e-14)

@@ -168,8 +168,6 @@ def test_leaky_alpha_one_is_tanh_rnn(problem):
 
 def test_leaky_with_alpha_matches_rate_ode_euler():
     """LeakyRNN(α) is the Euler step of RateODE with dt/τ = α (same parameters), to rounding."""
-    if not hasattr(kpref, "RateODE"):
-        pytest.skip("kpref.RateODE not available")
     leaky = kpref.LeakyRNN(2, 5, alpha=0.25)
     ode = kpref.RateODE(2, 5, tau=2.0, dt=0.5, method="euler")
     theta = leaky.init_params(rng=4, g=1.5)

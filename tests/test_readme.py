@@ -5,7 +5,9 @@ goes stale. Every ```python block followed by a ```text block is run and its
 output compared with that block: the text exactly, except that numbers may
 differ by 25% (float32 rounding differs across CPUs) and the worst entry's
 location may move among entries of the same kind (trial/step/unit, or
-parameter block/gate).
+parameter block/gate). Numbers the README states in prose, tables and
+comments are compared at the precision they are printed with: a value shown
+with k decimals must round to it (|actual − shown| ≤ ½·10⁻ᵏ).
 """
 
 import contextlib
@@ -13,8 +15,11 @@ import io
 import pathlib
 import re
 
+import numpy as np
 import pytest
 
+
+import kpref
 from tests.helpers import readme_block
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
@@ -72,7 +77,7 @@ def test_readme_custom_cell_passes_verify():
     """The "Adding a cell" example runs (its own asserts are the verify checks) and checks every row."""
     ns = {}
     exec(readme_block("class Momentum(kpref.Cell)"), ns)
-    assert len(ns["rows"]) == 11 and ns["cell"].has_weight_sites
+    assert len(ns["rows"]) == 15 and ns["cell"].has_weight_sites
 
 
 def _printed_after(code):
@@ -108,3 +113,50 @@ def test_the_report_comparison_can_fail():
         assert_same_report(line.replace("PASS", "FAIL"), line)
     with pytest.raises(AssertionError, match="lines"):
         assert_same_report(line + "\n" + line, line)
+
+
+def _shown(token):
+    """A number as printed: (value, half a unit of its last shown digit)."""
+    token = token.strip()
+    mant = token.split("e")[0]
+    decimals = len(mant.split(".")[1]) if "." in mant else 0
+    exp = int(token.split("e")[1]) if "e" in token else 0
+    return float(token), 0.5 * 10.0 ** (exp - decimals)
+
+
+def assert_shown(actual, token):
+    value, half = _shown(token)
+    assert abs(actual - value) <= half * (1 + 1e-12), f"README shows {token}, the code gives {actual!r}"
+
+
+def test_shown_precision_helper():
+    assert _shown("0.0081") == (0.0081, pytest.approx(5e-5))
+    assert _shown("1.90e-01")[1] == pytest.approx(5e-4)
+    assert_shown(0.008073, "0.0081")
+    with pytest.raises(AssertionError):
+        assert_shown(0.00816, "0.0081")
+
+
+def test_readme_koopman_distance():
+    """The commented distance of the Koopman example (mirror vs gradient, published configuration)."""
+    koopman = readme_block("from kpref import koopman as kk")
+    kk = kpref.koopman
+    tr = kk.published_trajectories()
+    ev = kk.koopman_spectrum(tr["mirror"], n_delays=4)
+    dist = kk.spectral_distance(ev, kk.koopman_spectrum(tr["gradient"], 4))
+    assert_shown(dist, re.search(r"spectral_distance\(.*#\s*([0-9.]+)", koopman).group(1))
+
+
+@pytest.mark.slow
+def test_readme_effective_rank_table():
+    """"At initialization, K's effective rank is far below P's (exact dense SVD, B=4, T=20, H=16)"."""
+    text = README.read_text(encoding="utf-8")
+    table = re.search(r"\| cell \| K \| P \| NTK \|\n\|[-|]+\|\n(.*?)\n\n", text, re.S).group(1)
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]] for line in table.splitlines()}
+    assert set(rows) == {"Elman", "GRU"}
+    for name, shown in rows.items():
+        rng = np.random.default_rng(0)  # the setup of kpref.analysis's docstring example
+        cell = getattr(kpref, name)(input_size=3, hidden_size=16)
+        lin = kpref.linearize(cell, cell.init_params(rng), rng.standard_normal((4, 20, 3)))
+        for op, token in zip((lin.K, lin.P, lin.NTK), shown):
+            assert_shown(kpref.analysis.effective_rank(op), token)

@@ -9,8 +9,9 @@
   the worst entry decoded, every step over budget and named hints;
 * :func:`check_field` — a user's ODE vector field against itself (tangents
   against differences of ``f``, adjoints by dot tests), naming the culprit.
-* :func:`verify_cell` — every check of ``python -m kpref verify`` on one cell
-  (a new cell's acceptance test): rows ``(check, name, size, worst, threshold)``.
+* :func:`run_verify` / :func:`verify_cell` — ``python -m kpref verify``: the
+  oracle checks itself, one table row per check (rows ``(check, cell, size,
+  worst, threshold)``); :func:`verify_cell` is a new cell's acceptance test.
 * :func:`check_operator` — any backend callable against any kpref
   ``LinearOperator`` (partial traces, marginal sums, ...), the same way;
 * :func:`as_operator` — a backend callable as a ``LinearOperator``
@@ -23,13 +24,14 @@ metric, the threshold, what to try next) and returns the number it judged,
 so a test can also report it.
 """
 
-from ._checkers import complex_step, dottest, dottest_pair, richardson, taylor_test
+from ._checkers import complex_step, dottest, dottest_pair, richardson, symmetric_residual, taylor_test
 from ._backend import (OPERATORS, OperatorCheck, Report, check_backend, describe_param_index, describe_state_index,
                        reference_backend)
-from ._verify import run_verify, verify_cell
+from ._verify import continuous_adjoint_order, run_verify, verify_cell
 from ._field import check_field
 from ._operator import as_operator, check_operator
 
-__all__ = ["dottest", "dottest_pair", "taylor_test", "complex_step", "richardson",
+__all__ = ["dottest", "dottest_pair", "symmetric_residual", "taylor_test", "complex_step", "richardson",
            "check_backend", "Report", "OperatorCheck", "reference_backend", "OPERATORS", "describe_param_index",
-           "describe_state_index", "check_operator", "as_operator", "verify_cell", "run_verify", "check_field"]
+           "describe_state_index", "check_operator", "as_operator", "verify_cell", "run_verify",
+           "continuous_adjoint_order", "check_field"]
