@@ -339,3 +339,18 @@ def test_power_sums_without_eigenvalues(B, T):
     s2, s4 = fresh.power_sums()                      # block products, no spectrum cached
     lam = np.linalg.eigvalsh(kpref.todense(lin.K))
     assert abs(s2 - np.sum(lam**2)) <= RTOL * s2 and abs(s4 - np.sum(lam**4)) <= RTOL * s4
+
+
+def test_an_analysis_memory_limit_reaches_the_blocks():
+    """memory_limit= of an analysis call bounds the block route's dense work too (no silent override)."""
+    lin = _problem("gru", B=3, T=8, H=3)      # fan-in blocks 3·3 + 3·4 = 21 (21² floats each), Grams 24² per site
+    tiny = 8 * 100
+    for call in (lambda: analysis.spectrum(lin.K, memory_limit=tiny),
+                 lambda: analysis.effective_rank(lin.K, memory_limit=tiny),
+                 lambda: analysis.frobenius_norm(lin.K, memory_limit=tiny),
+                 lambda: analysis.partial_trace(lin.K, lin.shape, "batch", memory_limit=tiny),
+                 lambda: analysis.effective_dimensions(lin, operators=("K",), memory_limit=tiny)):
+        with pytest.raises(MemoryError, match="KBlocks"):
+            call()
+    assert analysis.trace(lin.K, memory_limit=tiny) == pytest.approx(np.trace(kpref.todense(lin.K)), rel=RTOL)
+    assert lin.K_blocks().memory_limit == lin.memory_limit        # lin's own blocks keep their limit

@@ -231,7 +231,7 @@ def _reduced(kind, op, shape, axis, reduction, memory_limit):
     shape = _check_shape(shape, chk.shape[0])
     axes = _axes(axis, len(shape))
     check_choice("reduction", reduction, ("sum", "mean"))
-    kb = structure_of(chk.op)
+    kb = structure_of(chk.op, memory_limit=memory_limit)
     if kb is not None and shape == kb.shape:
         return kb.reduced(axes, kind, reduction)
     return AxisReducedOperator(chk, shape, axes, kind, reduction, memory_limit)
@@ -373,7 +373,7 @@ DIM_REDUCTIONS = ("partial_trace", "marginal")
 
 
 def _axis_dimensions(chk, shape, axes, method, n_probes, rng, memory_limit, dim_reduction="partial_trace"):
-    kb = structure_of(chk.op) if method == "exact" and dim_reduction == "partial_trace" else None
+    kb = structure_of(chk.op, memory_limit=memory_limit) if method == "exact" and dim_reduction == "partial_trace" else None
     if kb is not None and shape == kb.shape:      # D_a = tr_{others}(K²) through K² = ⊕_u K_u²
         D = kb.axis_grams(axes)
         return {a: (_pr_of_gram(D[a]), 0.0) for a in axes}

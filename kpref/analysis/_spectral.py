@@ -325,19 +325,19 @@ def _dense_symmetric(chk, memory_limit):
     return symmetric_part_checked(chk.name, materialize(chk, memory_limit))
 
 
-def _block_eigenvalues(chk, k, which, required=False):
+def _block_eigenvalues(chk, k, which, required=False, memory_limit=None):
     """Eigenvalues through per-unit blocks (``K`` or a block-diagonal reduction), or ``None`` without them."""
     if isinstance(chk.op, BlockDiagonalOperator):
         lam = np.concatenate([np.linalg.eigvalsh(b) for b in chk.op.blocks])
         lam = lam[_order(lam, which)]
         return lam if k is None else lam[:k].copy()
-    kb = structure_of(chk.op, required=required, name=chk.name)
+    kb = structure_of(chk.op, required=required, name=chk.name, memory_limit=memory_limit)
     return None if kb is None else kb.eigenvalues(k, which)
 
 
-def _block_structure(chk, method):
+def _block_structure(chk, method, memory_limit):
     """The K blocks behind ``chk`` for an exact method, else ``None``."""
-    return structure_of(chk.op) if method == "exact" else None
+    return structure_of(chk.op, memory_limit=memory_limit) if method == "exact" else None
 
 
 # ------------------------------------------------------------------------------- public
@@ -384,7 +384,7 @@ def spectrum(op, k=None, which="LA", *, method="auto", tol=1e-10, block_size=Non
     check_choice("method", method, ("auto", "blocks", "dense", "lanczos", "arpack"))
     k = _check_k(k, n)
     if method in ("auto", "blocks"):
-        lam = _block_eigenvalues(chk, k, which, required=method == "blocks")
+        lam = _block_eigenvalues(chk, k, which, required=method == "blocks", memory_limit=memory_limit)
         if lam is not None:
             return lam
         method = "dense" if (k is None or n <= DENSE_MAX_SIZE) else "lanczos"
@@ -433,7 +433,7 @@ def singular_values(op, k=None, *, method="auto", tol=1e-10, block_size=None, ma
     check_choice("method", method, ("auto", "blocks", "dense", "lanczos", "arpack"))
     k = _check_k(k, small)
     if method in ("auto", "blocks"):
-        lam = _block_eigenvalues(chk, None, "LM", required=method == "blocks")
+        lam = _block_eigenvalues(chk, None, "LM", required=method == "blocks", memory_limit=memory_limit)
         if lam is not None:      # symmetric: σ = |λ|
             s = np.sort(np.abs(lam))[::-1]
             return s if k is None else s[:k].copy()
@@ -486,7 +486,7 @@ def participation_ratio(op, method="exact", n_probes=None, rng=None, *, return_e
     memory_limit = check_memory_limit(memory_limit)
     chk = as_operator("op", op, square=True)
     n_probes, gen = check_method(method, n_probes, rng)
-    kb = _block_structure(chk, method)
+    kb = _block_structure(chk, method, memory_limit)
     if kb is not None:       # (tr K)² / ‖K‖_F², no eigenvalues needed
         value = kb.trace() ** 2 / kb.frobenius_sq()
         return (value, 0.0) if return_error else value
@@ -540,7 +540,7 @@ def effective_rank(op, method="exact", n_probes=None, rng=None, *, return_error=
     memory_limit = check_memory_limit(memory_limit)
     chk = as_operator("op", op)
     n_probes, gen = check_method(method, n_probes, rng)
-    kb = _block_structure(chk, method)
+    kb = _block_structure(chk, method, memory_limit)
     if kb is not None:       # σ² = λ²: Σλ² and Σλ⁴ from the blocks
         s2, s4 = kb.power_sums()
         value = s2 * s2 / s4
@@ -575,7 +575,7 @@ def variance_rank(op, q=0.95, *, memory_limit=None):
     memory_limit = check_memory_limit(memory_limit)
     chk = as_operator("op", op)
     q = check_positive_float("q", q, upper=1.0)
-    kb = structure_of(chk.op)
+    kb = structure_of(chk.op, memory_limit=memory_limit)
     if kb is not None:
         s2 = np.sort(kb.eigenvalues() ** 2)[::-1]
     else:

@@ -308,7 +308,7 @@ def trace(op, method="exact", n_probes=None, rng=None, *, return_error=False, me
     memory_limit = check_memory_limit(memory_limit)
     chk = as_operator("op", op, square=True)
     n_probes, gen = check_method(method, n_probes, rng)
-    kb = structure_of(chk.op) if method == "exact" else None
+    kb = structure_of(chk.op, memory_limit=memory_limit) if method == "exact" else None
     if kb is not None:
         return _result(kb.trace(), 0.0, return_error)
     if method == "exact":
@@ -331,7 +331,7 @@ def frobenius_norm(op, method="exact", n_probes=None, rng=None, *, return_error=
     memory_limit = check_memory_limit(memory_limit)
     chk = as_operator("op", op)
     n_probes, gen = check_method(method, n_probes, rng)
-    kb = structure_of(chk.op) if method == "exact" else None
+    kb = structure_of(chk.op, memory_limit=memory_limit) if method == "exact" else None
     if kb is not None:
         return _result(np.sqrt(kb.frobenius_sq()), 0.0, return_error)
     if method == "exact":
@@ -379,8 +379,8 @@ def alignment(A, B, method="exact", n_probes=None, rng=None, *, return_error=Fal
     if a.shape != b.shape:
         raise ValueError(f"B: expected the shape of A, {a.shape}, got {b.shape}")
     n_probes, gen = check_method(method, n_probes, rng)
-    ka = structure_of(a.op) if method == "exact" else None
-    kb = structure_of(b.op) if ka is not None else None
+    ka = structure_of(a.op, memory_limit=memory_limit) if method == "exact" else None
+    kb = structure_of(b.op, memory_limit=memory_limit) if ka is not None else None
     if kb is not None and kb.shape == ka.shape and kb.units == ka.units:
         return _result(_cosine(ka.inner(kb), ka.frobenius_sq(), kb.frobenius_sq()), 0.0, return_error)
     if method == "exact":

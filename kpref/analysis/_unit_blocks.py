@@ -61,6 +61,7 @@ integrator stage: no single Kronecker core), cells whose sites couple units.
 
 from __future__ import annotations
 
+import copy
 from math import prod
 from typing import NamedTuple
 
@@ -306,6 +307,12 @@ class KBlocks:
         for k, s in enumerate(self.sites):
             out[k, :, :, :s.d.shape[2]] = s.d
         return out
+
+    def with_memory_limit(self, memory_limit):
+        """The same blocks (shared arrays and caches so far) under another memory limit."""
+        other = copy.copy(self)
+        other.memory_limit = memory_limit
+        return other
 
     def _check_unit(self, u):
         if isinstance(u, (bool, np.bool_)) or not isinstance(u, (int, np.integer)) or not 0 <= u < self.units:
@@ -610,13 +617,14 @@ class BlockDiagonalOperator(LinearOperator):
 # ----------------------------------------------------------------------------- dispatch
 
 
-def structure_of(op, required=False, name="op"):
+def structure_of(op, required=False, name="op", memory_limit=None):
     """The :class:`KBlocks` behind ``op`` when it is a kpref ``K`` with the per-unit structure.
 
     ``op`` is the operator an analysis received (a ``CheckedOperator``'s
     ``.op`` or the raw argument). Returns ``None`` when ``op`` declares no
     structure or its cell has none (``required=False``, the ``'auto'`` route);
-    with ``required=True`` raises instead, naming the cell.
+    with ``required=True`` raises instead, naming the cell. A ``memory_limit``
+    (the analysis' own argument) replaces the blocks' limit for this analysis.
     """
     f = op.unit_blocks if isinstance(op, NamedOperator) else None
     if f is None:
@@ -625,8 +633,10 @@ def structure_of(op, required=False, name="op"):
                              f"structure is declared; got {type(op).__name__}")
         return None
     if required:
-        return f()
-    try:
-        return f()
-    except NotImplementedError:
-        return None
+        kb = f()
+    else:
+        try:
+            kb = f()
+        except NotImplementedError:
+            return None
+    return kb if memory_limit is None else kb.with_memory_limit(memory_limit)
