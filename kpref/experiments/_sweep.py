@@ -665,8 +665,11 @@ def write_figures(config, rows, out):
     """``effective_ranks_vs_g.png`` and ``effective_dimensions_vs_g.png`` (mean ± std over seeds)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
-    def panel_fig(panels, name):
+    gains = sorted(float(g) for g in config.gains)
+
+    def panel_fig(panels, name, log_y=()):
         groups = [(t, c) for t in config.tasks for c in config.cells]
         fig = Figure(figsize=(3.0 * len(panels), 2.6 * len(groups)), layout="constrained")
         FigureCanvasAgg(fig)
@@ -685,6 +688,10 @@ def write_figures(config, rows, out):
                         ax.errorbar(g, m, yerr=s, fmt=style, alpha=alpha, ms=3, capsize=2,
                                     label=f"{label} ({'init' if when == 'first' else 'trained'})")
                 ax.set_xscale("log")
+                ax.set_xticks(gains, [f"{g:.3g}" for g in gains])
+                ax.xaxis.set_minor_formatter(NullFormatter())
+                if j in log_y:
+                    ax.set_yscale("log")
                 ax.set_xlabel("g", fontsize=8)
                 ax.set_title(f"{task} {cell}: {title}", fontsize=8)
                 ax.tick_params(labelsize=7)
@@ -695,7 +702,8 @@ def write_figures(config, rows, out):
         _atomic_bytes(os.path.join(out, name), buf.getvalue())
 
     panel_fig([([(f"erank_{op}", "o-", op)], f"effective rank {op}") for op in OPERATORS]
-              + [([("misdirection", "s-", "cos(NTK, PP*)")], "misdirection")], "effective_ranks_vs_g.png")
+              + [([("misdirection", "s-", "cos(NTK, PP*)")], "misdirection")], "effective_ranks_vs_g.png",
+              log_y=(0, 1, 2))
     panel_fig([([(f"effdim_pt_{op}_{a}", "o-", "partial trace"), (f"effdim_mg_{op}_{a}", "s--", "marginal")],
                 f"effdim {op}, {a}") for op in ("K", "NTK") for a in ("time", "hidden")],
               "effective_dimensions_vs_g.png")
