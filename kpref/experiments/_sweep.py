@@ -24,7 +24,10 @@ Exact summaries (dense factors ``J_θ`` and ``P J_θ``, per-trial blocks of
 ``n_probes`` probes, seeded). The record says which.
 
 Each run's summary flags ``did_not_learn`` when its final loss is at least
-half its trivial loss ("did not learn: final loss ≥ 0.5 × trivial").
+half its trivial loss ("did not learn: final loss ≥ 0.5 × trivial"), and, for
+memory-pro and the multitask, records the package's ``accuracy``
+(:func:`kpref.tasks.memory_pro_accuracy` of the trained network on its
+training batch).
 
 **Seeds.** A run ``(cell, g, seed, task)`` draws its batch from
 ``default_rng([seed, 0, task_index])``, its cell parameters from
@@ -80,6 +83,7 @@ import numpy as np
 from .. import analysis
 from .. import tasks as _tasks
 from .._checks import check_choice, check_positive_float, check_positive_int
+from ..cells import simulate
 from ..operators._linearization import linearize
 from ..training._train import train
 from ._experiments import _propagator_blocks, available_cells, checkpoint_schedule, dense_bytes, make_cell
@@ -412,6 +416,11 @@ def run_one(config_dict, spec):
     result = train(cell, x, target, mask=mask, theta=theta0, rng=np.random.default_rng([spec["seed"], 1, 1]),
                    checkpoint_steps=marks, callback=on_checkpoint, progress=False, **kw)
     final = checkpoints[-1]
+    accuracy = None
+    if spec["task"] in ("memory_pro", "multitask"):      # the package's accuracy, on the (noiseless) training batch
+        z = simulate(cell, result.theta, x)
+        y = z[:, :, : cell.output_size] @ result.readout.w_out.T + result.readout.b_out
+        accuracy = _tasks.memory_pro_accuracy(y, target)
     record = {
         "format": _FORMAT,
         "spec": dict(spec),
@@ -421,6 +430,7 @@ def run_one(config_dict, spec):
         "trivial_loss": trivial,
         "final_loss": final["loss"],
         "did_not_learn": did_not_learn(final["loss"], trivial),
+        "accuracy": accuracy,
         "checkpoints": checkpoints,
     }
     return _jsonable(record), np.asarray(result.losses), time.perf_counter() - t0
