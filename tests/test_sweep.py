@@ -95,6 +95,11 @@ def test_every_task_runs_and_seeds_do_not_depend_on_the_grid():
     for spec in cfg.runs():
         record, losses, _ = sw.run_one(cfg.as_dict(), spec)
         assert losses.shape == (cfg.steps + 1,)
+        if spec["task"] in ("memory_pro", "multitask"):
+            k = record["accuracy"] * cfg.batch_size          # a fraction of the B trials
+            assert 0.0 <= record["accuracy"] <= 1.0 and abs(k - round(k)) < 1e-12
+        else:
+            assert record["accuracy"] is None
         assert record["checkpoints"][0]["loss"] == losses[0]
         assert record["trivial_loss"] > 0
     # the same run inside a bigger grid gives the same record

@@ -24,7 +24,10 @@ Exact summaries (dense factors ``J_θ`` and ``P J_θ``, per-trial blocks of
 ``n_probes`` probes, seeded). The record says which.
 
 Each run's summary flags ``did_not_learn`` when its final loss is at least
-half its trivial loss ("did not learn: final loss ≥ 0.5 × trivial").
+half its trivial loss ("did not learn: final loss ≥ 0.5 × trivial"), and, for
+memory-pro and the multitask, records the package's ``accuracy``
+(:func:`kpref.tasks.memory_pro_accuracy` of the trained network on its
+training batch).
 
 **Seeds.** A run ``(cell, g, seed, task)`` draws its batch from
 ``default_rng([seed, 0, task_index])``, its cell parameters from
@@ -80,6 +83,7 @@ import numpy as np
 from .. import analysis
 from .. import tasks as _tasks
 from .._checks import check_choice, check_positive_float, check_positive_int
+from ..cells import simulate
 from ..operators._linearization import linearize
 from ..training._train import train
 from ._experiments import _propagator_blocks, available_cells, checkpoint_schedule, dense_bytes, make_cell
@@ -412,6 +416,11 @@ def run_one(config_dict, spec):
     result = train(cell, x, target, mask=mask, theta=theta0, rng=np.random.default_rng([spec["seed"], 1, 1]),
                    checkpoint_steps=marks, callback=on_checkpoint, progress=False, **kw)
     final = checkpoints[-1]
+    accuracy = None
+    if spec["task"] in ("memory_pro", "multitask"):      # the package's accuracy, on the (noiseless) training batch
+        z = simulate(cell, result.theta, x)
+        y = z[:, :, : cell.output_size] @ result.readout.w_out.T + result.readout.b_out
+        accuracy = _tasks.memory_pro_accuracy(y, target)
     record = {
         "format": _FORMAT,
         "spec": dict(spec),
@@ -421,6 +430,7 @@ def run_one(config_dict, spec):
         "trivial_loss": trivial,
         "final_loss": final["loss"],
         "did_not_learn": did_not_learn(final["loss"], trivial),
+        "accuracy": accuracy,
         "checkpoints": checkpoints,
     }
     return _jsonable(record), np.asarray(result.losses), time.perf_counter() - t0
@@ -665,8 +675,11 @@ def write_figures(config, rows, out):
     """``effective_ranks_vs_g.png`` and ``effective_dimensions_vs_g.png`` (mean ± std over seeds)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
-    def panel_fig(panels, name):
+    gains = sorted(float(g) for g in config.gains)
+
+    def panel_fig(panels, name, log_y=()):
         groups = [(t, c) for t in config.tasks for c in config.cells]
         fig = Figure(figsize=(3.0 * len(panels), 2.6 * len(groups)), layout="constrained")
         FigureCanvasAgg(fig)
@@ -685,6 +698,10 @@ def write_figures(config, rows, out):
                         ax.errorbar(g, m, yerr=s, fmt=style, alpha=alpha, ms=3, capsize=2,
                                     label=f"{label} ({'init' if when == 'first' else 'trained'})")
                 ax.set_xscale("log")
+                ax.set_xticks(gains, [f"{g:.3g}" for g in gains])
+                ax.xaxis.set_minor_formatter(NullFormatter())
+                if j in log_y:
+                    ax.set_yscale("log")
                 ax.set_xlabel("g", fontsize=8)
                 ax.set_title(f"{task} {cell}: {title}", fontsize=8)
                 ax.tick_params(labelsize=7)
@@ -695,7 +712,8 @@ def write_figures(config, rows, out):
         _atomic_bytes(os.path.join(out, name), buf.getvalue())
 
     panel_fig([([(f"erank_{op}", "o-", op)], f"effective rank {op}") for op in OPERATORS]
-              + [([("misdirection", "s-", "cos(NTK, PP*)")], "misdirection")], "effective_ranks_vs_g.png")
+              + [([("misdirection", "s-", "cos(NTK, PP*)")], "misdirection")], "effective_ranks_vs_g.png",
+              log_y=(0, 1, 2))
     panel_fig([([(f"effdim_pt_{op}_{a}", "o-", "partial trace"), (f"effdim_mg_{op}_{a}", "s--", "marginal")],
                 f"effdim {op}, {a}") for op in ("K", "NTK") for a in ("time", "hidden")],
               "effective_dimensions_vs_g.png")
