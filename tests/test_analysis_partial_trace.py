@@ -208,5 +208,5 @@ def test_exact_effective_dimension_streams_every_column_block():
         Y = np.moveaxis(A.reshape(shape + (n,)), a, 0).reshape(shape[a], -1)
         D = Y @ Y.T                                   # tr over the other axes of A Aᵀ (module notes)
         lam = np.linalg.eigvalsh(D)
-        assert one_block == pytest.approx(lam.sum() ** 2 / np.sum(lam * lam), rel=1e-12)
-        assert effective_dimension(A, shape, axis, memory_limit=8 * n * 3 * 2) == pytest.approx(one_block, rel=1e-12)
+        assert one_block == pytest.approx(lam.sum() ** 2 / np.sum(lam * lam), rel=1e-12, abs=0)
+        assert effective_dimension(A, shape, axis, memory_limit=8 * n * 3 * 2) == pytest.approx(one_block, rel=1e-12, abs=0)

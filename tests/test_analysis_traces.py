@@ -263,8 +263,8 @@ def test_randomized_frobenius_norm_error_is_the_propagated_trace_error(method):
     for seed in range(5):
         value, err = frobenius_norm(A, method, n_probes=18, rng=seed, return_error=True)
         t, t_err = trace(A.T @ A, method, n_probes=18, rng=seed, return_error=True)
-        assert value == pytest.approx(np.sqrt(t), rel=1e-13)
-        assert err > 0 and err == pytest.approx(t_err / (2 * np.sqrt(t)), rel=1e-13)
+        assert value == pytest.approx(np.sqrt(t), rel=1e-13, abs=0)
+        assert err > 0 and err == pytest.approx(t_err / (2 * np.sqrt(t)), rel=1e-13, abs=0)
 
 
 @pytest.mark.parametrize("method", ["hutchinson", "hutch++", "xtrace"])
@@ -297,8 +297,8 @@ def test_randomized_alignment_error_is_the_delta_method_on_the_same_probes(metho
             z, ez = trace(B.T @ B, method, n_probes=m, rng=gen, return_error=True)
             c = x / np.sqrt(y * z)
             e = np.sqrt((ex / np.sqrt(y * z)) ** 2 + (0.5 * c * ey / y) ** 2 + (0.5 * c * ez / z) ** 2)
-        assert cos == pytest.approx(c, rel=1e-13)
-        assert err > 0 and err == pytest.approx(e, rel=1e-12)
+        assert cos == pytest.approx(c, rel=1e-13, abs=0)
+        assert err > 0 and err == pytest.approx(e, rel=1e-12, abs=0)
 
 
 def test_hutchinson_alignment_of_an_operator_with_itself_is_exactly_one():

@@ -597,3 +597,17 @@ def test_bad_checkpoints_are_refused(tmp_path):
         kk.trajectories_from_checkpoints([[str(path)]])
     with pytest.raises(ValueError, match=r"weights\[0\]\[0\]: expected a readable kpref checkpoint"):
         kk.trajectories_from_checkpoints([[str(tmp_path / "missing.npz")]])
+
+
+def test_conjugacy_spread_and_p_value_are_their_formulas():
+    """spread = RMS of the two within-system medians; p = (1 + #{null ≥ distance·(1 − 1e-12)}) / (n + 1)
+    on the returned null distances (a linearly pooled spread survived mutation testing)."""
+    rng = np.random.default_rng(5)
+    a = linear_trajectories(0.95 * rotation(0.2), 8, 30, rng)
+    b = linear_trajectories(0.9 * rotation(0.5), 8, 30, rng)
+    a, b = a + 0.05 * rng.standard_normal(a.shape), b + 0.05 * rng.standard_normal(b.shape)  # spreads ≫ rounding
+    res = kk.conjugacy_test(a, b, 0, n_resamples=19, rng=0)
+    assert res.spread_a > 1e-4 and res.spread_b > 1e-4 and abs(res.spread_a - res.spread_b) > 1e-2 * res.spread
+    assert res.spread == pytest.approx(np.sqrt(0.5 * (res.spread_a ** 2 + res.spread_b ** 2)), rel=1e-15, abs=0)
+    ties = res.distance * (1 - 1e-12)
+    assert res.p_value == (1 + np.count_nonzero(res.null_distances >= ties)) / 20

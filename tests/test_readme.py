@@ -130,8 +130,8 @@ def assert_shown(actual, token):
 
 
 def test_shown_precision_helper():
-    assert _shown("0.0081") == (0.0081, pytest.approx(5e-5))
-    assert _shown("1.90e-01")[1] == pytest.approx(5e-4)
+    assert _shown("0.0081") == (0.0081, pytest.approx(5e-5, rel=1e-12, abs=0))
+    assert _shown("1.90e-01")[1] == pytest.approx(5e-4, rel=1e-12, abs=0)
     assert_shown(0.008073, "0.0081")
     with pytest.raises(AssertionError):
         assert_shown(0.00816, "0.0081")

@@ -220,4 +220,12 @@ MUTANTS = [
 ]
 
 #: mutants judged equivalent: id → the argument that no result of kpref can change.
-EQUIVALENT = {}
+EQUIVALENT = {
+    "koopman-p-value-ties": (
+        "`null_d >= ties` and `null_d > ties` differ only when a null distance equals "
+        "observed·(1 − 1e-12) exactly. The 1e-12 relative tie band already counts every null distance "
+        "within rounding of the observed one (DMD spectra of reordered trajectories agree only to "
+        "rounding, never bitwise), so equality with the band's edge is a floating-point coincidence of "
+        "probability ~2^-52 per resample; with observed = 0 (ties = 0) a null distance of exactly 0 "
+        "needs bitwise-equal spectra from different trajectory sets. No test can separate them."),
+}
