@@ -368,11 +368,9 @@ def test_conjugacy_test_is_reproducible_from_the_seed():
 
 
 def test_resampled_spectra_from_factors_match_the_direct_route():
-    from kpref.koopman._dmd import _SubsetEigenvalues
-
     tr = kk.published_trajectories(T=40, grid_size=3)["mirror"]
     emb = list(kk.delay_embed(tr, 2))
-    factored = _SubsetEigenvalues(emb)
+    factored = kk.SubsetEigenvalues(emb)
     for idx in (np.arange(9), np.array([0, 4, 5, 8])):
         direct = kk.koopman_spectrum(tr[idx], 2)
         assert kk.spectral_distance(factored(idx, None), direct) <= 1e-10

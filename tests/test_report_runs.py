@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from kpref.__main__ import main as cli_main
-from kpref.experiments import _report
+from kpref.experiments import _report   # white-box: fault injection into the report's commit step (_run_into, claim_folder)
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}

@@ -71,7 +71,7 @@ from scipy.sparse.linalg import LinearOperator
 
 from .._checks import DEFAULT_MEMORY_LIMIT, check_choice, check_memory, check_positive_int
 from .._jit import njit
-from ..operators._named import NamedOperator
+from ..operators._named import CheckedInputOperator, NamedOperator
 
 __all__ = ["unit_blocks", "KBlocks", "UnitSite", "BlockDiagonalOperator", "structure_of"]
 
@@ -563,7 +563,7 @@ class KBlocks:
 # -------------------------------------------------------------- block-diagonal operator
 
 
-class BlockDiagonalOperator(LinearOperator):
+class BlockDiagonalOperator(CheckedInputOperator):
     """A symmetric operator ``⊕_u R_u`` on index sets ``index[u]`` of its space (results of :meth:`KBlocks.reduced`).
 
     Attributes as :class:`kpref.analysis.AxisReducedOperator`: ``name``,

@@ -13,9 +13,12 @@ matplotlib is imported only when figures are written.
 
 from ._experiments import *  # noqa: F401,F403  (its __all__)
 from ._experiments import AXES, OPERATORS, __all__ as _experiment_names
-from ._report import FIGURES, add_arguments, main, run_report, summary_table, write_figures
+from ._experiments import _subtask_operator_alignment as subtask_operator_alignment
+from ._report import (FIGURES, INCOMPLETE, ReportFolderError, add_arguments, main, read_report, run_report,
+                      summary_table, write_figures)
 from . import _interference as interference
 from . import _sweep as sweep
 
-__all__ = list(_experiment_names) + ["AXES", "OPERATORS", "FIGURES", "add_arguments", "main", "run_report",
+__all__ = list(_experiment_names) + ["AXES", "OPERATORS", "FIGURES", "INCOMPLETE", "ReportFolderError",
+                                     "add_arguments", "main", "read_report", "run_report", "subtask_operator_alignment",
                                      "summary_table", "write_figures", "sweep", "interference"]

@@ -53,6 +53,7 @@ from ._dmd import (
     select_rank,
     snapshot_pairs,
 )
+from ._dmd import _SubsetEigenvalues as SubsetEigenvalues  # resampled DMD spectra from factors (the nulls' engine)
 from ._koopman import (
     CALIBRATED_RULE,
     DEFAULT_MARGIN,
@@ -82,6 +83,7 @@ from ._replicates import (
 )
 
 __all__ = [
+    "SubsetEigenvalues",
     "CALIBRATED_RULE",
     "DECISIONS",
     "DEFAULT_ALPHA",

@@ -74,10 +74,10 @@ def _taylor_worst(f, x, dx, d):
 
 
 def _with_dt(cell, dt):
-    """The same ODE cell (field, sizes, method) with step ``dt``."""
+    """The same ODE cell (field, sizes, tableau) with step ``dt``."""
     from ..ode import ODECell
 
-    return ODECell(cell.field, cell.input_size, cell.state_size, dt, cell.method,
+    return ODECell(cell.field, cell.input_size, cell.state_size, dt, cell.tableau,
                    output_size=cell.output_size, check=False)
 
 

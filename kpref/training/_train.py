@@ -578,14 +578,20 @@ class _Trainer:
         s = self.spec
         th, ro = self.unpack(self.phi)
         xb, yb, mb, hb = self.batch(step)
-        if final:
-            z, lin = _run(s.cell, th, xb, hb), None
-        else:
-            lin = linearize(s.cell, th, xb, hb, strategy="matrix_free")
-            z = lin.z
+        try:   # linearize and mse_loss raise FloatingPointError on overflow: the run's own diagnosis replaces it
+            if final:
+                z, lin = _run(s.cell, th, xb, hb), None
+            else:
+                lin = linearize(s.cell, th, xb, hb, strategy="matrix_free")
+                z = lin.z
+        except FloatingPointError as exc:
+            raise _diverged("the state z became non-finite", step, self.learning_rate) from exc
         if not np.all(np.isfinite(z)):
             raise _diverged("the state z became non-finite", step, self.learning_rate)
-        res = mse_loss(z, yb, ro.w_out, ro.b_out, mask=mb, reduction=s.reduction, cell=s.cell)
+        try:
+            res = mse_loss(z, yb, ro.w_out, ro.b_out, mask=mb, reduction=s.reduction, cell=s.cell)
+        except FloatingPointError as exc:
+            raise _diverged("the loss overflowed", step, self.learning_rate) from exc
         if not np.isfinite(res.value):
             raise _diverged(f"the loss is {res.value!r}", step, self.learning_rate)
         return res, lin
@@ -598,7 +604,10 @@ class _Trainer:
         z = _run(s.cell, th, s.x, s.h0)
         if not np.all(np.isfinite(z)):
             raise _diverged("the state on the evaluation batch is non-finite", step, self.learning_rate)
-        return mse_loss(z, s.target, ro.w_out, ro.b_out, mask=s.mask, reduction=s.reduction, cell=s.cell).value
+        try:
+            return mse_loss(z, s.target, ro.w_out, ro.b_out, mask=s.mask, reduction=s.reduction, cell=s.cell).value
+        except FloatingPointError as exc:
+            raise _diverged("the loss on the evaluation batch overflowed", step, self.learning_rate) from exc
 
     def checkpoint(self, step, loss):
         s = self.spec
@@ -620,7 +629,10 @@ class _Trainer:
         return ev
 
     def update(self, step, res, lin):
-        grad = np.concatenate([lin.grad(res.e), res.grad_w_out.ravel(), res.grad_b_out])
+        try:
+            grad = np.concatenate([lin.grad(res.e), res.grad_w_out.ravel(), res.grad_b_out])
+        except FloatingPointError as exc:
+            raise _diverged(f"non-finite gradient (loss {res.value!r})", step, self.learning_rate) from exc
         if not np.all(np.isfinite(grad)):
             raise _diverged(f"non-finite gradient (loss {res.value!r})", step, self.learning_rate)
         if self.spec.clip is not None:
