@@ -210,3 +210,29 @@ def test_exact_effective_dimension_streams_every_column_block():
         lam = np.linalg.eigvalsh(D)
         assert one_block == pytest.approx(lam.sum() ** 2 / np.sum(lam * lam), rel=1e-12, abs=0)
         assert effective_dimension(A, shape, axis, memory_limit=8 * n * 3 * 2) == pytest.approx(one_block, rel=1e-12, abs=0)
+
+
+def test_randomized_effective_dimension_and_its_jackknife_error_are_their_formulas():
+    """On the same Rademacher probes ω_k (the estimator's draws): with D_k = tr_{others}(Aω_k ω_kᵀAᵀ),
+    a_k = tr D_k, G_kl = ⟨D_k, D_l⟩, the value is (Σa/s)² / (Σ_{k≠l} G_kl / (s(s−1))) and the error the
+    jackknife of the leave-one-out values, √((s−1)/s · Σ_j (loo_j − mean loo)²) (its leave-one-out mean
+    survived mutation testing)."""
+    from kpref.analysis import effective_dimension
+
+    shape, s = (3, 4, 2), 12
+    n = int(np.prod(shape))
+    A = np.random.default_rng(22).standard_normal((n, n))
+    for a, axis in enumerate(("batch", "time", "hidden")):
+        value, err = effective_dimension(A, shape, axis, "hutchinson", n_probes=s, rng=7, return_error=True)
+        W = np.random.default_rng(7).integers(0, 2, size=(n, s)).astype(float) * 2.0 - 1.0
+        Y = (A @ W).reshape(shape + (s,))
+        Ya = np.moveaxis(Y, (len(shape), a), (0, 1)).reshape(s, shape[a], -1)
+        D = np.einsum("kir,kjr->kij", Ya, Ya).reshape(s, -1)
+        ak = D.reshape(s, shape[a], shape[a]).trace(axis1=1, axis2=2)
+        G = D @ D.T
+        off = G.sum() - np.trace(G)
+        row = G.sum(axis=1) - np.diag(G)
+        expected = (ak.sum() / s) ** 2 / (off / (s * (s - 1)))
+        loo = ((ak.sum() - ak) / (s - 1)) ** 2 / ((off - 2 * row) / ((s - 1) * (s - 2)))
+        assert value == pytest.approx(expected, rel=1e-12, abs=0)
+        assert err > 0 and err == pytest.approx(np.sqrt((s - 1) / s * np.sum((loo - loo.mean()) ** 2)), rel=1e-10, abs=0)
