@@ -268,3 +268,15 @@ def test_ctrl_c_leaves_complete_runs_or_none(tmp_path, monkeypatch):
     assert len(_records_safe(out)) == 1                      # the first run, complete
     again = sw.run_sweep(TINY, out, figures=False)
     assert len(again["executed"]) == 3
+
+
+def test_one_home_for_reduced_gram_summaries():
+    # the sweep's PR and 95 % rank of a reduced Gram are kpref's own (issue 15), with the experiments'
+    # zero convention; hand values: eigenvalues (3, 1, 0) → PR 16/10, 95 % of 4 needs both (3 < 3.8 ≤ 4)
+    D = np.diag([3.0, 1.0, 0.0])
+    assert analysis.gram_variance_rank(D) == 2
+    assert analysis.gram_variance_rank(D, 0.75) == 1
+    assert sw._pr(D) == pytest.approx(1.6, rel=1e-15)
+    assert sw._pr(np.zeros((3, 3))) == 0.0 and sw._variance_rank(np.zeros((3, 3))) == 0
+    with pytest.raises(ValueError, match="D:"):
+        analysis.gram_variance_rank(np.zeros((3, 3)))

@@ -82,11 +82,13 @@ import numpy as np
 
 from .. import analysis
 from .. import tasks as _tasks
+from .. import training as _training
 from .._checks import check_choice, check_positive_float, check_positive_int
 from ..cells import simulate
 from ..operators._linearization import linearize
 from ..training._train import train
-from ._experiments import _propagator_blocks, available_cells, checkpoint_schedule, dense_bytes, make_cell
+from ._experiments import (_propagator_blocks, available_cells, checkpoint_schedule, dense_bytes, make_cell,
+                           participation_ratio)
 
 __all__ = ["SweepConfig", "SWEEP_TASKS", "train_kwargs", "task_batch", "trivial_loss", "run_id", "run_one",
            "checkpoint_summaries", "run_sweep", "completed_runs", "summary_rows", "add_arguments", "main",
@@ -260,17 +262,8 @@ def task_batch(config, task, seed):
 
 
 def trivial_loss(target, mask=None):
-    """Loss of the batch-mean predictor ``ȳ[t, o] = Σ_b m y / Σ_b m`` (mean-reduced masked MSE, SPEC §4)."""
-    target = np.asarray(target, dtype=np.float64)
-    B, T, O = target.shape
-    if mask is None:
-        m = np.ones_like(target)
-    else:
-        m = np.asarray(mask, dtype=np.float64)
-        m = np.repeat(m[:, :, None], O, axis=2) if m.ndim == 2 else m
-    w = m.sum(axis=0)
-    mean = np.divide((m * target).sum(axis=0), w, out=np.zeros((T, O)), where=w > 0)
-    return float(np.sum(m * (target - mean) ** 2) / (B * T * O))
+    """Loss of the batch-mean predictor (mean-reduced masked MSE): :func:`kpref.training.trivial_loss`."""
+    return _training.trivial_loss(target, mask)
 
 
 def did_not_learn(final_loss, trivial):
@@ -280,17 +273,15 @@ def did_not_learn(final_loss, trivial):
 
 # --------------------------------------------------------------- summaries
 def _pr(D):
-    tr = float(np.trace(D))
-    tr2 = float(np.sum(D * D))
-    return tr * tr / tr2 if tr2 > 0 else None
+    """Participation ratio of a reduced Gram: :func:`kpref.experiments.participation_ratio` (0 for ``D = 0``,
+    the experiments' documented convention for recorded zeros)."""
+    return participation_ratio(D)
 
 
 def _variance_rank(D, q=0.95):
-    lam = np.clip(np.linalg.eigvalsh(0.5 * (D + D.T)), 0.0, None)[::-1]
-    if lam[0] == 0.0:
-        return None
-    cum = np.cumsum(lam)
-    return int(np.searchsorted(cum, q * cum[-1], side="left") + 1)
+    """95 %-variance rank of a reduced Gram: :func:`kpref.analysis.gram_variance_rank` (0 for ``D = 0``, as
+    :func:`_pr`)."""
+    return analysis.gram_variance_rank(D, q) if np.any(D) else 0
 
 
 def _axis_grams(F4, FG4=None):
