@@ -57,9 +57,15 @@ writes every folder, so a worker never needs the output file system. A Dask
 worker that dies mid-run has its runs rescheduled by the scheduler.
 
 **Training protocol.** :func:`train_kwargs` is the one place that turns a
-config into keywords of :func:`kpref.train`; ``config.protocol`` (a mapping)
-passes further keywords through (e.g. the minibatch protocol when
-``kpref.train`` offers it), refused with the keyword's name when this
+config into keywords of :func:`kpref.train`: ``optimizer`` (``'adam'``,
+``'sgd'`` with ``momentum``, ``'gd'``), ``clip_grad_norm``, ``loss_tolerance``;
+with ``pool_size``/``minibatch_size`` (``sweep --pool-size 5000 --batch-size
+500``, the paper's) :func:`run_one` adds ``batch_fn=kpref.training.pool_batches``
+over a pool of noisy trials, and the fixed ``batch_size`` trials become the
+evaluation batch (summaries, ``eval_loss``, trivial loss and the "did not
+learn" flag are all on it). Every field is in the run's manifest
+(``settings``). ``config.protocol`` (pairs) passes any further keyword of
+:func:`kpref.train` through, refused with the keyword's name when this
 ``kpref.train`` does not accept it.
 """
 
@@ -649,8 +655,8 @@ def run_sweep(config, out, *, jobs=1, scheduler=None, log=None, figures=True):
         if log is not None:
             c0, c1 = record["checkpoints"][0], record["checkpoints"][-1]
             flag = "  did not learn" if record["did_not_learn"] else ""
-            print(f"[{len(done) + len(executed)}/{len(config.runs())}] {run_id(spec)}: loss {c0['loss']:.3g} -> "
-                  f"{c1['loss']:.3g} (trivial {record['trivial_loss']:.3g}); erank K {c1['effective_rank']['K']:.3g}"
+            print(f"[{len(done) + len(executed)}/{len(config.runs())}] {run_id(spec)}: eval loss "
+                  f"{c0['eval_loss']:.3g} -> {c1['eval_loss']:.3g} (trivial {record['trivial_loss']:.3g}); erank K {c1['effective_rank']['K']:.3g}"
                   f" ({seconds:.1f} s){flag}", file=log, flush=True)
     records = completed_runs(config, out)
     rows = summary_rows(config, records)
@@ -669,7 +675,7 @@ def run_sweep(config, out, *, jobs=1, scheduler=None, log=None, figures=True):
 # ----------------------------------------------------------- table, figures
 def _metrics(ck):
     """Flat ``{name: value}`` of one checkpoint's headline numbers."""
-    m = {"loss": ck["loss"], "misdirection": ck["misdirection"]}
+    m = {"loss": ck["loss"], "eval_loss": ck["eval_loss"], "misdirection": ck["misdirection"]}
     for op in OPERATORS:
         m[f"erank_{op}"] = ck["effective_rank"][op]
     for r, short in (("partial_trace", "pt"), ("marginal", "mg")):
@@ -913,7 +919,7 @@ def markdown_table(rows, when="last"):
         m, sd = r.get(f"{key}_{when}"), r.get(f"{key}_{when}_std")
         return "n/a" if m is None else (f"{m:.3g}" if not sd else f"{m:.3g} ± {sd:.2g}")
 
-    cols = [("loss", "loss"), ("erank K", "erank_K"), ("erank P", "erank_P"), ("erank NTK", "erank_NTK"),
+    cols = [("eval loss", "eval_loss"), ("erank K", "erank_K"), ("erank P", "erank_P"), ("erank NTK", "erank_NTK"),
             ("misdir.", "misdirection")]
     for op in ("K", "NTK"):
         for a in AXES:
@@ -934,12 +940,12 @@ def summary_table(rows):
         m, s = r.get(key), r.get(key + "_std")
         return "n/a" if m is None else (f"{m:.3g}" if not s else f"{m:.3g}±{s:.2g}")
 
-    head = ("task", "cell", "g", "seeds", "loss", "trivial", "erank K", "erank P", "erank NTK",
+    head = ("task", "cell", "g", "seeds", "eval loss", "trivial", "erank K", "erank P", "erank NTK",
             "dim_t K pt", "dim_t K mg", "dim_h K pt", "dim_h K mg", "dim_b K pt", "dim_b K mg", "flag")
     lines = []
     for r in rows:
         flag = f"did not learn ({r['did_not_learn']}/{r['n_seeds']})" if r["did_not_learn"] else ""
-        lines.append((r["task"], r["cell"], f"{r['g']:.3g}", str(r["n_seeds"]), f(r, "loss_last"),
+        lines.append((r["task"], r["cell"], f"{r['g']:.3g}", str(r["n_seeds"]), f(r, "eval_loss_last"),
                       f"{r['trivial_loss']:.3g}", f(r, "erank_K_last"), f(r, "erank_P_last"),
                       f(r, "erank_NTK_last"), f(r, "effdim_pt_K_time_last"), f(r, "effdim_mg_K_time_last"),
                       f(r, "effdim_pt_K_hidden_last"), f(r, "effdim_mg_K_hidden_last"),
@@ -948,5 +954,6 @@ def summary_table(rows):
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*x) for x in lines]
     out.append("(trained values, mean±std over seeds; pt: partial trace (kpref), mg: marginal sum (KPFlow); "
-               "did not learn: final loss ≥ 0.5 × trivial)")
+               "eval loss: on the fixed evaluation batch (the training batch at full batch); did not learn: final eval "
+               "loss ≥ 0.5 × trivial)")
     return "\n".join(out)
