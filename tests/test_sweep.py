@@ -286,6 +286,10 @@ def test_one_home_for_reduced_gram_summaries():
     assert sw._pr(np.zeros((3, 3))) == 0.0 and sw._variance_rank(np.zeros((3, 3))) == 0
     with pytest.raises(ValueError, match="D:"):
         analysis.gram_variance_rank(np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="D: expected a square"):
+        analysis.gram_variance_rank(np.zeros((2, 3)))
+    with pytest.raises(TypeError, match="D:"):
+        analysis.gram_variance_rank(np.eye(2, dtype=int))
 
 
 # ------------------------------------------------------------------ the paper's protocol reaches train

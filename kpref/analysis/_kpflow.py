@@ -45,7 +45,7 @@ from math import prod
 
 import numpy as np
 
-from .._checks import check_choice, check_positive_float
+from .._checks import as_real_array, check_choice, check_positive_float
 from ..operators._input import as_operator, column_blocks, identity_block, stream_block_size
 from ..operators._named import NamedOperator
 from ._partial_trace import _axis_index, _check_shape
@@ -152,11 +152,9 @@ def gram_variance_rank(D, q=0.95, *, name="D"):
     is formed; the zero matrix is refused (``ValueError`` naming ``name``).
     """
     q = check_positive_float("q", q, upper=1.0)
-    D = np.asarray(D)
-    if D.ndim != 2 or D.shape[0] != D.shape[1] or D.dtype != np.float64:
-        raise ValueError(f"{name}: expected a square float64 matrix, got shape {D.shape} dtype {D.dtype}")
-    if not np.all(np.isfinite(D)):
-        raise ValueError(f"{name}: expected finite values")
+    D = as_real_array(name, D, (None, None))
+    if D.shape[0] != D.shape[1]:
+        raise ValueError(f"{name}: expected a square matrix, got shape {D.shape}")
     lam = np.clip(np.linalg.eigvalsh(D)[::-1], 0.0, None)
     if lam[0] == 0.0:
         raise ValueError(f"{name}: the operator effective rank of the zero operator is undefined")
