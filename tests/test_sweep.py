@@ -20,6 +20,9 @@ from kpref.experiments import sweep as sw
 TINY = sw.SweepConfig(cells=("elman",), gains=(0.5, 2.0), seeds=(0, 1), tasks=("memory_pro",), hidden_size=3,
                       batch_size=3, stimulus_steps=2, memory_steps=1, response_steps=2, context_steps=1, steps=4,
                       num_checkpoints=2)
+#: The paper's protocol at toy size: SGD with momentum and clipping on minibatches of 3 from a pool of 7 noisy trials.
+MINI = replace(TINY, pool_size=7, minibatch_size=3, optimizer="sgd", momentum=0.9, clip_grad_norm=0.5,
+               learning_rate=0.05)
 
 
 def _lin(B=3, T=4, H=3, seed=0):
@@ -159,10 +162,12 @@ def test_table_and_figures(tmp_path):
 
 # ------------------------------------------------------------------ executors: bitwise identical
 @pytest.mark.slow
-def test_two_local_processes_give_bitwise_the_same_records(tmp_path):
+@pytest.mark.parametrize("protocol", ["full_batch", "minibatch"])
+def test_two_local_processes_give_bitwise_the_same_records(tmp_path, protocol):
+    cfg = TINY if protocol == "full_batch" else MINI
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    sw.run_sweep(TINY, a, jobs=1, figures=False)
-    res = sw.run_sweep(TINY, b, jobs=2, figures=False)
+    sw.run_sweep(cfg, a, jobs=1, figures=False)
+    res = sw.run_sweep(cfg, b, jobs=2, figures=False)
     assert len(res["executed"]) == 4
     assert _records(a) == _records(b)
     ma = json.load(open(os.path.join(b, "runs", sorted(os.listdir(os.path.join(b, "runs")))[0], "manifest.json")))
@@ -172,7 +177,8 @@ def test_two_local_processes_give_bitwise_the_same_records(tmp_path):
 @pytest.mark.slow
 def test_dask_local_cluster_with_a_worker_killed_mid_run(tmp_path):
     distributed = pytest.importorskip("distributed")
-    cfg = replace(TINY, steps=120, num_checkpoints=2, hidden_size=6)
+    # the minibatch protocol (SGD, momentum, clipping, pool): the full-batch path is the jobs test's
+    cfg = replace(MINI, steps=120, num_checkpoints=2, hidden_size=6)
     ref = str(tmp_path / "ref")
     sw.run_sweep(cfg, ref, figures=False)
     out = str(tmp_path / "dask")
@@ -268,3 +274,95 @@ def test_ctrl_c_leaves_complete_runs_or_none(tmp_path, monkeypatch):
     assert len(_records_safe(out)) == 1                      # the first run, complete
     again = sw.run_sweep(TINY, out, figures=False)
     assert len(again["executed"]) == 3
+
+
+def test_one_home_for_reduced_gram_summaries():
+    # the sweep's PR and 95 % rank of a reduced Gram are kpref's own (issue 15), with the experiments'
+    # zero convention; hand values: eigenvalues (3, 1, 0) → PR 16/10, 95 % of 4 needs both (3 < 3.8 ≤ 4)
+    D = np.diag([3.0, 1.0, 0.0])
+    assert analysis.gram_variance_rank(D) == 2
+    assert analysis.gram_variance_rank(D, 0.75) == 1
+    assert sw._pr(D) == pytest.approx(1.6, rel=1e-15)
+    assert sw._pr(np.zeros((3, 3))) == 0.0 and sw._variance_rank(np.zeros((3, 3))) == 0
+    with pytest.raises(ValueError, match="D:"):
+        analysis.gram_variance_rank(np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="D: expected a square"):
+        analysis.gram_variance_rank(np.zeros((2, 3)))
+    with pytest.raises(TypeError, match="D:"):
+        analysis.gram_variance_rank(np.eye(2, dtype=int))
+
+
+# ------------------------------------------------------------------ the paper's protocol reaches train
+def _cli_config(argv):
+    import argparse
+
+    return sw.config_from_args(sw.add_arguments(argparse.ArgumentParser()).parse_args(["--quick"] + argv))
+
+
+def test_protocol_flags_reach_train_and_the_manifest(tmp_path, monkeypatch):
+    cfg = _cli_config(["--optimizer", "sgd", "--momentum", "0.9", "--clip-grad-norm", "0.5", "--loss-tolerance",
+                       "1e-9", "--pool-size", "7", "--batch-size", "3", "--pool-noise", "0.2"])
+    assert (cfg.optimizer, cfg.momentum, cfg.clip_grad_norm, cfg.loss_tolerance, cfg.pool_size, cfg.minibatch_size,
+            cfg.pool_noise_std) == ("sgd", 0.9, 0.5, 1e-9, 7, 3, 0.2)
+    seen = []
+    real = sw.train
+    monkeypatch.setattr(sw, "train", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    cfg = replace(TINY, **{k: getattr(cfg, k) for k in ("optimizer", "momentum", "clip_grad_norm", "loss_tolerance",
+                                                       "pool_size", "minibatch_size", "pool_noise_std")})
+    spec = cfg.runs()[0]
+    record, losses, _ = sw.run_one(cfg.as_dict(), spec)
+    kw = seen[0]
+    assert (kw["optimizer"], kw["momentum"], kw["clip_grad_norm"], kw["loss_tolerance"]) == ("sgd", 0.9, 0.5, 1e-9)
+    # the pool: 7 trials of the pool generator with noise 0.2, distinct from the (noiseless) evaluation batch
+    px, pt, pm, _ = sw.task_batch(cfg, spec["task"], spec["seed"], pool=True)
+    x, target, mask, _ = sw.task_batch(cfg, spec["task"], spec["seed"])
+    assert px.shape[0] == 7 and x.shape[0] == TINY.batch_size
+    batch = kw["batch_fn"](np.random.default_rng(0), 0)
+    assert batch[0].shape[0] == 3 and any(np.array_equal(batch[0][0], p) for p in px)
+    assert record["trivial_loss"] == kpref.training.trivial_loss(target, mask)
+    last = record["checkpoints"][-1]
+    assert last["loss"] != last["eval_loss"] and record["final_eval_loss"] == last["eval_loss"]
+    sw.write_run(str(tmp_path), cfg, spec, record, losses, 0.0, "test")
+    manifest = json.load(open(os.path.join(tmp_path, "runs", sw.run_id(spec), "manifest.json")))
+    for k in ("optimizer", "momentum", "clip_grad_norm", "loss_tolerance", "pool_size", "minibatch_size",
+              "pool_noise_std"):
+        assert manifest["settings"][k] == getattr(cfg, k)
+    # each setting changes the numbers (it reached train), and changes the settings hash
+    base = replace(TINY, optimizer="sgd")
+    ref, _, _ = sw.run_one(base.as_dict(), spec)
+    for change in ({"momentum": 0.9}, {"clip_grad_norm": 1e-3}, {"pool_size": 7, "minibatch_size": 3},
+                   {"pool_size": 7, "minibatch_size": 3, "pool_noise_std": 0.0}):
+        other = replace(base, **change)
+        assert other.settings_hash() != base.settings_hash()
+        rec, _, _ = sw.run_one(other.as_dict(), spec)
+        assert rec["final_loss"] != ref["final_loss"], change
+
+
+def test_loss_tolerance_stops_a_sweep_run():
+    spec = TINY.runs()[0]
+    ref, losses, _ = sw.run_one(TINY.as_dict(), spec)
+    tol = float(losses[2])               # reached after 2 of the 4 steps (Adam decreases this tiny loss)
+    assert all(losses[k] > tol for k in range(2)), "the reference run must first reach this loss at step 2"
+    rec, short, _ = sw.run_one(replace(TINY, loss_tolerance=tol).as_dict(), spec)
+    assert rec["stop_reason"] == "loss_tolerance" and rec["steps_run"] == 2 and len(short) == 3
+    assert ref["stop_reason"] == "steps" and ref["steps_run"] == 4
+    assert rec["checkpoints"][-1]["step"] == 2
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--optimizer", "lbfgs"], "--optimizer"),
+    (["--momentum", "0.5"], "--momentum"),                              # Adam has no momentum
+    (["--optimizer", "sgd", "--momentum", "1"], "--momentum"),
+    (["--optimizer", "sgd", "--momentum", "-0.1"], "--momentum"),
+    (["--clip-grad-norm", "0"], "--clip-grad-norm"),
+    (["--loss-tolerance", "nan"], "--loss-tolerance"),
+    (["--pool-size", "10"], "--pool-size"),                             # needs --batch-size
+    (["--pool-size", "10", "--batch-size", "11"], "--batch-size"),
+    (["--pool-size", "0", "--batch-size", "1"], "--pool-size"),
+    (["--pool-size", "10", "--batch-size", "x"], "--batch-size"),
+    (["--pool-size", "10", "--batch-size", "3", "--pool-noise", "-1"], "--pool-noise"),
+])
+def test_protocol_flags_refuse_bad_values(argv, match, tmp_path, capsys):
+    assert cli_main(["sweep", "--quick", "--out", str(tmp_path / "o")] + argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"kpref sweep: error: {match}:"), err

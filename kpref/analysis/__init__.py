@@ -58,7 +58,7 @@ number of parameters, 336 for this Elman cell and 1008 for the GRU.)
 """
 
 from ._eigen import EIGEN_METHODS, EigenPairs, SingularTriplets, eigenpairs, register_eigen_method, singular_triplets
-from ._kpflow import misdirection, operator_effective_rank, pp_star, reduced_gram
+from ._kpflow import gram_variance_rank, misdirection, operator_effective_rank, pp_star, reduced_gram
 from ._lyapunov import kaplan_yorke_dimension, lyapunov_spectrum
 from ._partial_trace import AXIS_NAMES
 from ._spectral import LanczosResult
@@ -113,6 +113,7 @@ __all__ = [
     "block_lanczos",
     "reduced_gram",
     "operator_effective_rank",
+    "gram_variance_rank",
     "pp_star",
     "misdirection",
     "eigenpairs",

@@ -45,14 +45,15 @@ from math import prod
 
 import numpy as np
 
-from .._checks import check_choice, check_positive_float
+from .._checks import as_real_array, check_choice, check_positive_float
 from ..operators._input import as_operator, column_blocks, identity_block, stream_block_size
 from ..operators._named import NamedOperator
 from ._partial_trace import _axis_index, _check_shape
 from ._spectral import variance_rank
 from ._traces import alignment
 
-__all__ = ["REDUCTIONS", "kept_axes", "reduced_gram", "operator_effective_rank", "pp_star", "misdirection"]
+__all__ = ["REDUCTIONS", "kept_axes", "reduced_gram", "gram_variance_rank", "operator_effective_rank", "pp_star",
+           "misdirection"]
 
 #: The two reductions of ``A Aᵀ`` over the other axes.
 REDUCTIONS = ("partial_trace", "marginal")
@@ -140,10 +141,23 @@ def operator_effective_rank(op, shape=None, keep=None, q=0.95, reduction="partia
         return variance_rank(op, q, memory_limit=memory_limit)
     if shape is None:
         raise ValueError("shape: expected the row layout (e.g. (B, T, S)) with keep, got None")
-    lam = np.linalg.eigvalsh(reduced_gram(op, shape, keep, reduction, memory_limit=memory_limit))[::-1]
-    lam = np.clip(lam, 0.0, None)          # rounding below zero; D is PSD by construction
+    return gram_variance_rank(reduced_gram(op, shape, keep, reduction, memory_limit=memory_limit), q, name="op")
+
+
+def gram_variance_rank(D, q=0.95, *, name="D"):
+    """The ``q``-variance rank of the eigenvalues of a small dense symmetric PSD matrix ``D`` (a reduced Gram).
+
+    The smallest ``r`` with ``Σ_{i≤r} λ_i(D) ≥ q tr D`` (eigenvalues in decreasing order; rounding below
+    zero clipped, ``D`` being PSD by construction). This is :func:`operator_effective_rank` once ``D``
+    is formed; the zero matrix is refused (``ValueError`` naming ``name``).
+    """
+    q = check_positive_float("q", q, upper=1.0)
+    D = as_real_array(name, D, (None, None))
+    if D.shape[0] != D.shape[1]:
+        raise ValueError(f"{name}: expected a square matrix, got shape {D.shape}")
+    lam = np.clip(np.linalg.eigvalsh(D)[::-1], 0.0, None)
     if lam[0] == 0.0:
-        raise ValueError("op: the operator effective rank of the zero operator is undefined")
+        raise ValueError(f"{name}: the operator effective rank of the zero operator is undefined")
     cum = np.cumsum(lam)
     return int(np.searchsorted(cum, q * cum[-1], side="left") + 1)
 

@@ -410,7 +410,7 @@ def _seeds(seed, *keys):
 
 
 def _trivial_loss(target, mask):
-    from ._sweep import trivial_loss
+    from ..training import trivial_loss      # the one home of the batch-mean predictor's loss
 
     return trivial_loss(target, mask)
 

@@ -57,9 +57,15 @@ writes every folder, so a worker never needs the output file system. A Dask
 worker that dies mid-run has its runs rescheduled by the scheduler.
 
 **Training protocol.** :func:`train_kwargs` is the one place that turns a
-config into keywords of :func:`kpref.train`; ``config.protocol`` (a mapping)
-passes further keywords through (e.g. the minibatch protocol when
-``kpref.train`` offers it), refused with the keyword's name when this
+config into keywords of :func:`kpref.train`: ``optimizer`` (``'adam'``,
+``'sgd'`` with ``momentum``, ``'gd'``), ``clip_grad_norm``, ``loss_tolerance``;
+with ``pool_size``/``minibatch_size`` (``sweep --pool-size 5000 --batch-size
+500``, the paper's) :func:`run_one` adds ``batch_fn=kpref.training.pool_batches``
+over a pool of noisy trials, and the fixed ``batch_size`` trials become the
+evaluation batch (summaries, ``eval_loss``, trivial loss and the "did not
+learn" flag are all on it). Every field is in the run's manifest
+(``settings``). ``config.protocol`` (pairs) passes any further keyword of
+:func:`kpref.train` through, refused with the keyword's name when this
 ``kpref.train`` does not accept it.
 """
 
@@ -82,11 +88,14 @@ import numpy as np
 
 from .. import analysis
 from .. import tasks as _tasks
+from .. import training as _training
+from ..training import pool_batches
 from .._checks import check_choice, check_positive_float, check_positive_int
 from ..cells import simulate
 from ..operators._linearization import linearize
 from ..training._train import train
-from ._experiments import _propagator_blocks, available_cells, checkpoint_schedule, dense_bytes, make_cell
+from ._experiments import (_propagator_blocks, available_cells, checkpoint_schedule, dense_bytes, make_cell,
+                           participation_ratio)
 
 __all__ = ["SweepConfig", "SWEEP_TASKS", "train_kwargs", "task_batch", "trivial_loss", "run_id", "run_one",
            "checkpoint_summaries", "run_sweep", "completed_runs", "summary_rows", "add_arguments", "main",
@@ -111,6 +120,15 @@ class SweepConfig:
     paper's), seeds 0, 1, 2, memory-pro; H = 256, B = 20, T = 90, 1000 Adam
     steps at η = 1e-2.
 
+    The paper's minibatch protocol: ``pool_size`` (e.g. 5000) noisy trials
+    (noise ``pool_noise_std``) from which each step draws ``minibatch_size``
+    (e.g. 500) distinct trials (:func:`kpref.training.pool_batches`); the
+    fixed ``batch_size`` trials (noise ``noise_std``, default noiseless) are
+    then the evaluation batch, on which every checkpoint's summaries,
+    ``eval_loss`` and ``trivial_loss`` are measured. ``loss_tolerance`` stops
+    a run early (on the training loss, as :func:`kpref.train`);
+    ``optimizer='sgd'`` takes ``momentum``; ``clip_grad_norm`` clips.
+
     ``gains`` are the initial recurrent gains (``g_convention`` as in
     :meth:`kpref.Cell.init_params`; default ``'kpflow'``, the package's);
     memory-pro and the multitask use the package's layout (0/30/30/30
@@ -132,6 +150,12 @@ class SweepConfig:
     optimizer: str = "adam"
     steps: int = 1000
     learning_rate: float = 1e-2
+    momentum: float = 0.0          # SGD only (torch's definition)
+    clip_grad_norm: float | None = None      # global 2-norm clipping of the gradient (torch's definition)
+    loss_tolerance: float | None = None      # stop after the first step whose training loss is ≤ this
+    pool_size: int | None = None             # minibatch protocol: noisy trials in the pool (None: full batch)
+    minibatch_size: int | None = None        # minibatch protocol: distinct pool trials per step
+    pool_noise_std: float = 0.1 * math.sqrt(2.0)   # input noise of the pool's trials (the package's)
     num_checkpoints: int = 6
     method: str = "auto"
     n_probes: int = 30
@@ -160,7 +184,8 @@ class SweepConfig:
         if self.noise_std != 0.0:
             check_positive_float("noise_std", self.noise_std)
         check_choice("g_convention", self.g_convention, ("kpflow", "gaussian"))
-        check_choice("optimizer", self.optimizer, ("adam", "gd"))
+        check_choice("optimizer", self.optimizer, ("adam", "gd", "sgd"))
+        self._check_protocol()
         check_choice("method", self.method, ("auto", "exact", "randomized"))
         if self.n_probes < 3:
             raise ValueError(f"n_probes: expected at least 3 (Hutch++ splits them in three), got {self.n_probes}")
@@ -180,6 +205,28 @@ class SweepConfig:
             check_choice(f"tasks[{i}]", t, SWEEP_TASKS)
         train_kwargs(self)            # protocol keywords this kpref.train accepts
         return self
+
+    def _check_protocol(self):
+        if not isinstance(self.momentum, (int, float)) or isinstance(self.momentum, bool) or \
+                not (0.0 <= self.momentum < 1.0):
+            raise ValueError(f"momentum: expected a number in [0, 1), got {self.momentum!r}")
+        if self.momentum != 0.0 and self.optimizer != "sgd":
+            raise ValueError(f"momentum: only with optimizer 'sgd', got momentum={self.momentum!r} with "
+                             f"optimizer {self.optimizer!r}")
+        for name in ("clip_grad_norm", "loss_tolerance"):
+            if getattr(self, name) is not None:
+                check_positive_float(name, getattr(self, name))
+        if (self.pool_size is None) != (self.minibatch_size is None):
+            raise ValueError(f"pool_size: the minibatch protocol needs both pool_size and minibatch_size, got "
+                             f"pool_size={self.pool_size!r}, minibatch_size={self.minibatch_size!r}")
+        if self.pool_size is not None:
+            check_positive_int("pool_size", self.pool_size)
+            check_positive_int("minibatch_size", self.minibatch_size)
+            if self.minibatch_size > self.pool_size:
+                raise ValueError(f"minibatch_size: expected at most pool_size = {self.pool_size}, got "
+                                 f"{self.minibatch_size}")
+        if self.pool_noise_std != 0.0:
+            check_positive_float("pool_noise_std", self.pool_noise_std)
 
     def as_dict(self):
         d = asdict(self)
@@ -216,13 +263,22 @@ class SweepConfig:
 def train_kwargs(config):
     """The keywords of :func:`kpref.train` for a config: the one place protocol options pass through.
 
-    ``steps``, ``optimizer``, ``learning_rate`` from the config, then every
+    ``steps``, ``optimizer``, ``learning_rate`` (and ``momentum`` for SGD,
+    ``clip_grad_norm``, ``loss_tolerance`` when set) from the config — the
+    minibatch stream (``batch_fn``) is built per run by :func:`run_one` from
+    ``pool_size``/``minibatch_size`` — then every
     ``(keyword, value)`` of ``config.protocol``; a keyword this ``kpref.train``
     does not accept is refused with its name.
     """
     kw = {"steps": config.steps, "optimizer": config.optimizer, "learning_rate": config.learning_rate}
+    if config.optimizer == "sgd":
+        kw["momentum"] = config.momentum
+    for name in ("clip_grad_norm", "loss_tolerance"):
+        if getattr(config, name) is not None:
+            kw[name] = getattr(config, name)
     accepted = set(inspect.signature(train).parameters)
-    reserved = {"cell", "x", "target", "mask", "rng", "g", "checkpoint_steps", "callback", "theta", "readout"}
+    reserved = {"cell", "x", "target", "mask", "rng", "g", "checkpoint_steps", "callback", "theta", "readout",
+                "batch_fn", "momentum", "clip_grad_norm", "loss_tolerance"}
     for item in config.protocol:
         if not isinstance(item, (tuple, list)) or len(item) != 2 or not isinstance(item[0], str):
             raise TypeError(f"protocol: expected (keyword, value) pairs, got {item!r}")
@@ -237,13 +293,18 @@ def train_kwargs(config):
 
 
 # ------------------------------------------------------------------- tasks
-def task_batch(config, task, seed):
+def task_batch(config, task, seed, *, pool=False):
     """The fixed training batch ``(x, target, mask, rule)`` of a run (``mask``, ``rule`` may be None;
-    ``rule`` (B,) is the sub-task of each trial of the multitask)."""
-    rng = np.random.default_rng([int(seed), 0, SWEEP_TASKS.index(task)])
-    B = config.batch_size
+    ``rule`` (B,) is the sub-task of each trial of the multitask).
+
+    With ``pool=True``: the minibatch protocol's pool, ``pool_size`` trials with noise ``pool_noise_std``,
+    from a generator of its own (the fixed batch is the same with or without a pool)."""
+    key = [int(seed), 0, SWEEP_TASKS.index(task)] + ([1] if pool else [])
+    rng = np.random.default_rng(key)
+    B = config.pool_size if pool else config.batch_size
+    noise = config.pool_noise_std if pool else config.noise_std
     layout = dict(fixation_steps=0, stimulus_steps=config.stimulus_steps, memory_steps=config.memory_steps,
-                  response_steps=config.response_steps, grace_steps=0, noise_std=config.noise_std)
+                  response_steps=config.response_steps, grace_steps=0, noise_std=noise)
     if task == "memory_pro":
         b = _tasks.memory_pro(B, rng, **layout)
         return b.x, b.target, b.mask, None
@@ -252,25 +313,16 @@ def task_batch(config, task, seed):
         return b.x, b.target, b.mask, b.rule
     T = config.stimulus_steps + config.memory_steps + config.response_steps
     if task == "flip_flop":
-        b = _tasks.flip_flop(B, rng, num_steps=T, noise_std=config.noise_std, p_flip=0.1)
+        b = _tasks.flip_flop(B, rng, num_steps=T, noise_std=noise, p_flip=0.1)
         return b.x, b.target, None, None
     b = _tasks.low_rank_forecast(B, rng, num_steps=T, dim=20, latent_dim=4, input_dim=8, target_dim=8,
-                                 noise_std=config.noise_std)
+                                 noise_std=noise)
     return b.x, b.target, None, None
 
 
 def trivial_loss(target, mask=None):
-    """Loss of the batch-mean predictor ``ȳ[t, o] = Σ_b m y / Σ_b m`` (mean-reduced masked MSE, SPEC §4)."""
-    target = np.asarray(target, dtype=np.float64)
-    B, T, O = target.shape
-    if mask is None:
-        m = np.ones_like(target)
-    else:
-        m = np.asarray(mask, dtype=np.float64)
-        m = np.repeat(m[:, :, None], O, axis=2) if m.ndim == 2 else m
-    w = m.sum(axis=0)
-    mean = np.divide((m * target).sum(axis=0), w, out=np.zeros((T, O)), where=w > 0)
-    return float(np.sum(m * (target - mean) ** 2) / (B * T * O))
+    """Loss of the batch-mean predictor (mean-reduced masked MSE): :func:`kpref.training.trivial_loss`."""
+    return _training.trivial_loss(target, mask)
 
 
 def did_not_learn(final_loss, trivial):
@@ -280,17 +332,15 @@ def did_not_learn(final_loss, trivial):
 
 # --------------------------------------------------------------- summaries
 def _pr(D):
-    tr = float(np.trace(D))
-    tr2 = float(np.sum(D * D))
-    return tr * tr / tr2 if tr2 > 0 else None
+    """Participation ratio of a reduced Gram: :func:`kpref.experiments.participation_ratio` (0 for ``D = 0``,
+    the experiments' documented convention for recorded zeros)."""
+    return participation_ratio(D)
 
 
 def _variance_rank(D, q=0.95):
-    lam = np.clip(np.linalg.eigvalsh(0.5 * (D + D.T)), 0.0, None)[::-1]
-    if lam[0] == 0.0:
-        return None
-    cum = np.cumsum(lam)
-    return int(np.searchsorted(cum, q * cum[-1], side="left") + 1)
+    """95 %-variance rank of a reduced Gram: :func:`kpref.analysis.gram_variance_rank` (0 for ``D = 0``, as
+    :func:`_pr`)."""
+    return analysis.gram_variance_rank(D, q) if np.any(D) else 0
 
 
 def _axis_grams(F4, FG4=None):
@@ -408,11 +458,15 @@ def run_one(config_dict, spec):
 
     def on_checkpoint(ck):
         lin = linearize(cell, ck.theta, x)
-        rec = {"step": int(ck.step), "loss": float(ck.loss), "trivial_loss": trivial}
+        rec = {"step": int(ck.step), "loss": float(ck.loss), "eval_loss": float(ck.eval_loss),
+               "trivial_loss": trivial}
         rec.update(checkpoint_summaries(lin, config, probe_rng))
         checkpoints.append(rec)
 
     kw = train_kwargs(config)
+    if config.pool_size is not None:          # the paper's protocol: minibatches from a pool of noisy trials
+        px, pt, pm, _ = task_batch(config, spec["task"], spec["seed"], pool=True)
+        kw["batch_fn"] = pool_batches(px, pt, pm, batch_size=config.minibatch_size)
     result = train(cell, x, target, mask=mask, theta=theta0, rng=np.random.default_rng([spec["seed"], 1, 1]),
                    checkpoint_steps=marks, callback=on_checkpoint, progress=False, **kw)
     final = checkpoints[-1]
@@ -429,7 +483,11 @@ def run_one(config_dict, spec):
         "shape": [int(s) for s in x.shape[:2]] + [cell.state_size],
         "trivial_loss": trivial,
         "final_loss": final["loss"],
-        "did_not_learn": did_not_learn(final["loss"], trivial),
+        "final_eval_loss": final["eval_loss"],
+        "steps_run": int(len(result.losses) - 1),
+        "stop_reason": result.stop_reason,
+        # judged on the evaluation batch, the one the trivial loss is of (= the training batch at full batch)
+        "did_not_learn": did_not_learn(final["eval_loss"], trivial),
         "accuracy": accuracy,
         "checkpoints": checkpoints,
     }
@@ -597,8 +655,8 @@ def run_sweep(config, out, *, jobs=1, scheduler=None, log=None, figures=True):
         if log is not None:
             c0, c1 = record["checkpoints"][0], record["checkpoints"][-1]
             flag = "  did not learn" if record["did_not_learn"] else ""
-            print(f"[{len(done) + len(executed)}/{len(config.runs())}] {run_id(spec)}: loss {c0['loss']:.3g} -> "
-                  f"{c1['loss']:.3g} (trivial {record['trivial_loss']:.3g}); erank K {c1['effective_rank']['K']:.3g}"
+            print(f"[{len(done) + len(executed)}/{len(config.runs())}] {run_id(spec)}: eval loss "
+                  f"{c0['eval_loss']:.3g} -> {c1['eval_loss']:.3g} (trivial {record['trivial_loss']:.3g}); erank K {c1['effective_rank']['K']:.3g}"
                   f" ({seconds:.1f} s){flag}", file=log, flush=True)
     records = completed_runs(config, out)
     rows = summary_rows(config, records)
@@ -617,7 +675,7 @@ def run_sweep(config, out, *, jobs=1, scheduler=None, log=None, figures=True):
 # ----------------------------------------------------------- table, figures
 def _metrics(ck):
     """Flat ``{name: value}`` of one checkpoint's headline numbers."""
-    m = {"loss": ck["loss"], "misdirection": ck["misdirection"]}
+    m = {"loss": ck["loss"], "eval_loss": ck["eval_loss"], "misdirection": ck["misdirection"]}
     for op in OPERATORS:
         m[f"erank_{op}"] = ck["effective_rank"][op]
     for r, short in (("partial_trace", "pt"), ("marginal", "mg")):
@@ -751,6 +809,16 @@ def add_arguments(parser):
     parser.add_argument("--steps", default=None, help="training steps (default 1000)")
     parser.add_argument("--lr", default=None, help="learning rate (default 0.01)")
     parser.add_argument("--g-convention", default=None, help="kpflow (default) or gaussian")
+    parser.add_argument("--optimizer", default=None, help="adam (default), sgd or gd")
+    parser.add_argument("--momentum", default=None, help="SGD momentum in [0, 1) (default 0)")
+    parser.add_argument("--clip-grad-norm", default=None, help="clip the gradient's global 2-norm to this")
+    parser.add_argument("--loss-tolerance", default=None, help="stop a run once its training loss is <= this")
+    parser.add_argument("--pool-size", default=None,
+                        help="minibatch protocol: noisy trials in the pool (with --batch-size; the paper: 5000)")
+    parser.add_argument("--batch-size", default=None,
+                        help="minibatch protocol: trials drawn from the pool per step (the paper: 500); "
+                             "--batch is then the fixed evaluation batch")
+    parser.add_argument("--pool-noise", default=None, help="input noise of the pool's trials (default 0.1*sqrt(2))")
     parser.add_argument("--method", default="auto", help="auto, exact or randomized summaries")
     parser.add_argument("--jobs", default="1", help="local worker processes (default 1)")
     parser.add_argument("--scheduler", default=None, help="tcp://HOST:PORT of a Dask scheduler")
@@ -782,11 +850,30 @@ def config_from_args(args):
         o["learning_rate"] = _parse_float("--lr", args.lr)
     if args.g_convention is not None:
         o["g_convention"] = args.g_convention
+    if args.optimizer is not None:
+        o["optimizer"] = args.optimizer
+    def nonneg(flag, text):                   # 0 allowed (no momentum, noiseless pool); range checked by the config
+        try:
+            return 0.0 if float(text) == 0.0 else _parse_float(flag, text)
+        except ValueError:
+            raise ValueError(f"{flag}: expected a finite number >= 0, got {text!r}") from None
+
+    for attr, fld, flag, parse in (("momentum", "momentum", "--momentum", nonneg),
+                                   ("clip_grad_norm", "clip_grad_norm", "--clip-grad-norm", _parse_float),
+                                   ("loss_tolerance", "loss_tolerance", "--loss-tolerance", _parse_float),
+                                   ("pool_size", "pool_size", "--pool-size", _parse_int),
+                                   ("batch_size", "minibatch_size", "--batch-size", _parse_int),
+                                   ("pool_noise", "pool_noise_std", "--pool-noise", nonneg)):
+        if getattr(args, attr) is not None:
+            o[fld] = parse(flag, getattr(args, attr))
     try:
         return replace(base, **o).checked()
     except (ValueError, TypeError) as err:
         msg = str(err)
-        for fld, opt in (("hidden_size", "--hidden"), ("batch_size", "--batch"), ("learning_rate", "--lr"),
+        for fld, opt in (("minibatch_size", "--batch-size"), ("pool_size", "--pool-size"),
+                         ("pool_noise_std", "--pool-noise"), ("clip_grad_norm", "--clip-grad-norm"),
+                         ("loss_tolerance", "--loss-tolerance"), ("momentum", "--momentum"),
+                         ("optimizer", "--optimizer"), ("hidden_size", "--hidden"), ("batch_size", "--batch"), ("learning_rate", "--lr"),
                          ("g_convention", "--g-convention"), ("cells[", "--cells["), ("g[", "--g["),
                          ("seeds[", "--seeds["), ("tasks[", "--tasks["), ("steps", "--steps"),
                          ("method", "--method")):
@@ -832,7 +919,7 @@ def markdown_table(rows, when="last"):
         m, sd = r.get(f"{key}_{when}"), r.get(f"{key}_{when}_std")
         return "n/a" if m is None else (f"{m:.3g}" if not sd else f"{m:.3g} ± {sd:.2g}")
 
-    cols = [("loss", "loss"), ("erank K", "erank_K"), ("erank P", "erank_P"), ("erank NTK", "erank_NTK"),
+    cols = [("eval loss", "eval_loss"), ("erank K", "erank_K"), ("erank P", "erank_P"), ("erank NTK", "erank_NTK"),
             ("misdir.", "misdirection")]
     for op in ("K", "NTK"):
         for a in AXES:
@@ -853,12 +940,12 @@ def summary_table(rows):
         m, s = r.get(key), r.get(key + "_std")
         return "n/a" if m is None else (f"{m:.3g}" if not s else f"{m:.3g}±{s:.2g}")
 
-    head = ("task", "cell", "g", "seeds", "loss", "trivial", "erank K", "erank P", "erank NTK",
+    head = ("task", "cell", "g", "seeds", "eval loss", "trivial", "erank K", "erank P", "erank NTK",
             "dim_t K pt", "dim_t K mg", "dim_h K pt", "dim_h K mg", "dim_b K pt", "dim_b K mg", "flag")
     lines = []
     for r in rows:
         flag = f"did not learn ({r['did_not_learn']}/{r['n_seeds']})" if r["did_not_learn"] else ""
-        lines.append((r["task"], r["cell"], f"{r['g']:.3g}", str(r["n_seeds"]), f(r, "loss_last"),
+        lines.append((r["task"], r["cell"], f"{r['g']:.3g}", str(r["n_seeds"]), f(r, "eval_loss_last"),
                       f"{r['trivial_loss']:.3g}", f(r, "erank_K_last"), f(r, "erank_P_last"),
                       f(r, "erank_NTK_last"), f(r, "effdim_pt_K_time_last"), f(r, "effdim_mg_K_time_last"),
                       f(r, "effdim_pt_K_hidden_last"), f(r, "effdim_mg_K_hidden_last"),
@@ -867,5 +954,6 @@ def summary_table(rows):
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*x) for x in lines]
     out.append("(trained values, mean±std over seeds; pt: partial trace (kpref), mg: marginal sum (KPFlow); "
-               "did not learn: final loss ≥ 0.5 × trivial)")
+               "eval loss: on the fixed evaluation batch (the training batch at full batch); did not learn: final eval "
+               "loss ≥ 0.5 × trivial)")
     return "\n".join(out)
