@@ -128,6 +128,7 @@ from .._checks import (
     check_choice,
     check_positive_float,
     check_positive_int,
+    check_size_memory,
 )
 from ._dmd import (
     DEFAULT_RESIDUAL_TOL,
@@ -634,6 +635,8 @@ def conjugacy_test(
     opts = SpectrumOptions.checked(n_delays, stride, rank, method, center, residual_tol, drop_spurious)
     A, B = _check_pair(trajs_a, trajs_b, opts)
     n_resamples = check_positive_int("n_resamples", n_resamples)
+    # three (n_resamples,) float64 arrays of distances (null, split a, split b)
+    check_size_memory(f"n_resamples={n_resamples}", 8 * 3 * n_resamples, what="the resampled distances")
     margin = DEFAULT_MARGIN if margin is None else check_positive_float("margin", margin)
     null = check_choice("null", null, NULL_METHODS)
     distance_method = check_choice("distance", distance, DISTANCE_METHODS)
@@ -927,6 +930,9 @@ def published_trajectories(
     bisection_root = check_choice("bisection_root", bisection_root, ("zeros", "hold"))
     low, high = 1.0 / T, 1.0
     n = grid_size * grid_size
+    # three optimizers, each (grid_size², T, 2) float64, plus the initial grids
+    check_size_memory(f"T={T}, grid_size={grid_size}", 8 * 3 * n * (T + 2) * 2,
+                      what="the published trajectories (3 of (grid_size², T, 2))")
     if rng is None:
         starts = _grid
     else:

@@ -40,7 +40,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import DEFAULT_MEMORY_LIMIT, as_generator, as_real_array, check_choice, check_positive_float, check_positive_int
+from .._checks import (DEFAULT_MEMORY_LIMIT, as_generator, as_real_array, check_choice, check_positive_float,
+                       check_positive_int, check_size_memory)
 from ..cells._cell import Cell
 from ..cells._simulate import _run, check_problem
 from ..operators import check_mask, linearize, mse_loss
@@ -104,6 +105,7 @@ def init_readout(cell, output_size, rng=None):
     O = check_positive_int("output_size", output_size)
     rng = as_generator(rng)
     R = cell.output_size
+    check_size_memory(f"output_size={O}", 8 * O * (R + 1), what="the readout (O, R) and (O,)")
     bound = 1.0 / np.sqrt(R)
     w_out = rng.uniform(-bound, bound, size=(O, R))
     b_out = rng.uniform(-bound, bound, size=O)
@@ -286,7 +288,8 @@ def train(cell, x, target, *, mask=None, h0=None, theta=None, readout=None, rng=
         Recurrent gain passed to ``cell.init_params``. Refused together with
         ``theta`` (it would have no effect).
     steps : int
-        Maximum number of updates (a resumed run continues up to ``steps``).
+        Maximum number of updates (a resumed run continues up to ``steps``); ``0`` evaluates the
+        initial parameters only (one loss, one checkpoint at step 0).
     optimizer : {'adam', 'gd', 'sgd'}
         :class:`kpref.training.Adam`, :class:`~kpref.training.GD` or
         :class:`~kpref.training.SGD` (torch's definitions, written out in
