@@ -817,6 +817,13 @@ EXEMPT = {
     "tasks.FlipFlopTrials": "result container",
     "tasks.MemoryProTrials": "result container",
     "tasks.MultitaskTrials": "result container",
+    # ---- public after the table was last extended: OPEN, to be given rows (issue 14 stays open for them)
+    "analysis.gram_variance_rank": "OPEN: checks D (real, square, non-zero) and q itself; not yet tried by the table",
+    "koopman.SubsetEigenvalues": "OPEN: the permutation nulls' resampling engine, built by conjugacy_test from "
+                                 "checked trajectories; not yet tried by the table",
+    "testing.continuous_adjoint_order": "OPEN: a verify row's measurement on checked ODE cells; not yet tried by the table",
+    "testing.symmetric_residual": "OPEN: the dot test's residual formula (dottest/dottest_pair are in the table); "
+                                  "not yet tried by the table",
     # ---- added by rel2
     "GRU.continuous_adjoint": "takes no argument",
     "kpref.AdjointStrategy": "abstract base class (strategies are chosen through linearize(adjoint=...), in the table)",
