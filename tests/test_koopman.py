@@ -593,7 +593,7 @@ def test_bad_checkpoints_are_refused(tmp_path):
     np.savez(path, theta=np.ones(3))  # an .npz with a theta is not a checkpoint: kpref.load_checkpoint refuses it
     with pytest.raises(ValueError, match=r"weights\[0\]\[0\]: checkpoint .* is not a kpref checkpoint"):
         kk.trajectories_from_checkpoints([[str(path)]])
-    with pytest.raises(ValueError, match=r"weights\[0\]\[0\]: expected a readable kpref checkpoint"):
+    with pytest.raises(ValueError, match=r"weights\[0\]\[0\]: expected a kpref checkpoint file, got .*missing.npz.*does not exist"):
         kk.trajectories_from_checkpoints([[str(tmp_path / "missing.npz")]])
 
 
