@@ -88,6 +88,29 @@ def test_block_lanczos_restarts_uses_blocks_and_reports_true_residuals():
     assert np.allclose(res.vectors.T @ res.vectors, np.eye(4), atol=1e-12)
 
 
+def test_block_lanczos_keeps_its_basis_orthogonal_after_an_eigenvalue_converges():
+    """An isolated top eigenvalue (1000 above a dense bulk in [0, 1]) converges in a few blocks while the
+    next three need ~50: plain (local) block Lanczos then loses orthogonality to the converged Ritz
+    vector and grows ghost copies of 1000 (Paige), so the wanted pairs never pass the true-residual check.
+    The full reorthogonalization pass prevents it (issue 13 mutant ``spectral-no-reorthogonalization``:
+    without it this call exhausts its restarts).
+
+    Tolerances: each true residual is ≤ tol·max|θ| = 1e-10·1000 = 1e-7, and a Ritz value with residual
+    ‖r‖ lies within ‖r‖ of an eigenvalue (A symmetric), so |θ − λ| ≤ 1e-7 (×1.01 for the rounding of the
+    residual's own computation, ~nε‖A‖ = 1e-10). The returned vectors are orthonormal to rounding of the
+    two-pass orthogonalization and CholQR2, O(ε·√n) ≈ 1e-14 per column; 1e-12 leaves a margin of 100.
+    The exact code needs no restart here; max_restarts=3 bounds the mutant's run.
+    """
+    n = 600
+    lam = np.concatenate([[1000.0], np.linspace(0.0, 1.0, n - 1) ** 2])
+    M = _sym_with_spectrum(lam, 7)
+    res = block_lanczos(lambda X: M @ X, n, 4, "LA", block_size=4, max_basis=400, max_restarts=3, rng=1)
+    exact = np.sort(lam)[::-1][:4]
+    assert np.all(np.abs(res.values - exact) <= 1e-7 * 1.01)
+    assert np.all(res.residual_norms <= 1e-7 * 1.01)
+    assert np.abs(res.vectors.T @ res.vectors - np.eye(4)).max() <= 1e-12
+
+
 def test_block_lanczos_is_deterministic_and_refuses_too_small_operators():
     M = _sym_with_spectrum(_LAM, 4)
     a = block_lanczos(lambda X: M @ X, 298, 3, rng=5)
