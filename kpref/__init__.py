@@ -26,7 +26,7 @@ Command line: ``python -m kpref report [--quick]`` (the KPFlow experiments) and
 ``python -m kpref verify [--quick]`` (the oracle checks itself).
 """
 
-from ._cli_signals import install_import_sigint as _install_import_sigint
+from ._signals import install_import_sigint as _install_import_sigint
 
 _install_import_sigint()   # `python -m kpref` only: Ctrl-C during the imports exits 130 with one line
 

@@ -8,6 +8,7 @@ line on stderr, no traceback), 130 interrupted by Ctrl-C (one line on stderr).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -29,7 +30,7 @@ def main(argv=None):
     p_verify.add_argument("--quick", action="store_true", help="fewer sizes and draws (under a minute)")
     p_verify.add_argument("--seed", type=_seed, default=0, help="seed of the random problems (default 0)")
     from .experiments import _report
-    from ._cli_signals import restore_sigint
+    from ._signals import restore_sigint
 
     restore_sigint()            # imports done: from here Ctrl-C is a KeyboardInterrupt the commands handle
     _report.add_arguments(sub.add_parser("report", help="train small RNNs and show their dynamic collapse "
@@ -58,8 +59,28 @@ def run(argv=None):
         return 130
 
 
+def _exit_now(code):
+    """Flush and leave without interpreter finalization.
+
+    A Ctrl-C can land inside a third-party constructor (numba's llvmlite
+    objects during a JIT compile); finalizing such a half-built object at
+    shutdown prints an "Exception ignored" traceback after our one line. By
+    now every artifact is committed or left unchanged and worker pools are shut
+    down, so nothing needs finalizing.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:              # pragma: no cover - a closed pipe: nothing left to say
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
     try:
-        sys.exit(run())
+        status = run()
     except KeyboardInterrupt:          # a second Ctrl-C while printing
-        sys.exit(130)
+        _exit_now(130)
+    if status == 130:
+        _exit_now(130)
+    sys.exit(status)

@@ -70,11 +70,9 @@ import math
 import os
 import platform
 import shutil
-import signal
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -82,6 +80,8 @@ import numpy as np
 from . import _experiments as ex
 from .. import tasks as _tasks
 from .._checks import check_memory_limit
+from .._signals import sigint_deferred
+
 __all__ = ["add_arguments", "main", "run_report", "read_report", "summary_table", "write_figures",
            "ReportFolderError"]
 
@@ -360,27 +360,9 @@ def _file_table(folder):
     return table
 
 
-@contextmanager
-def _sigint_deferred():
-    """Hold a SIGINT that arrives inside the block and raise KeyboardInterrupt after it (main thread only)."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
-
-
 def _commit(staging, out, names):
     """Move the staged run into ``out``: mark INCOMPLETE, replace the files, write the manifest, unmark."""
-    with _sigint_deferred():
+    with sigint_deferred():
         mark = os.path.join(out, INCOMPLETE)
         _atomic_write(mark, lambda fh: fh.write(
             b"A kpref report run was being moved into this folder and did not finish: its files may mix two "
