@@ -338,6 +338,16 @@ def test_protocol_flags_reach_train_and_the_manifest(tmp_path, monkeypatch):
         assert rec["final_loss"] != ref["final_loss"], change
 
 
+def test_checkpoints_flag_sets_the_number_of_summaries(tmp_path):
+    out = tmp_path / "o"
+    assert cli_main(["sweep", "--quick", "--cells", "elman", "--g", "1", "--seeds", "0", "--steps", "4",
+                     "--checkpoints", "3", "--quiet", "--out", str(out)]) == 0
+    (folder,) = (out / "runs").iterdir()
+    record = json.loads((folder / "record.json").read_text())
+    steps = [c["step"] for c in record["checkpoints"]]
+    assert len(steps) == 3 and steps[0] == 0 and steps[-1] == 4 and steps == sorted(set(steps))
+
+
 def test_loss_tolerance_stops_a_sweep_run():
     spec = TINY.runs()[0]
     ref, losses, _ = sw.run_one(TINY.as_dict(), spec)
@@ -361,6 +371,9 @@ def test_loss_tolerance_stops_a_sweep_run():
     (["--pool-size", "0", "--batch-size", "1"], "--pool-size"),
     (["--pool-size", "10", "--batch-size", "x"], "--batch-size"),
     (["--pool-size", "10", "--batch-size", "3", "--pool-noise", "-1"], "--pool-noise"),
+    (["--checkpoints", "1"], "--checkpoints"),                          # first and last at least
+    (["--steps", "4", "--checkpoints", "6"], "--checkpoints"),          # at most steps + 1
+    (["--checkpoints", "two"], "--checkpoints"),
 ])
 def test_protocol_flags_refuse_bad_values(argv, match, tmp_path, capsys):
     assert cli_main(["sweep", "--quick", "--out", str(tmp_path / "o")] + argv) == 2

@@ -807,6 +807,9 @@ def add_arguments(parser):
     parser.add_argument("--hidden", default=None, help="hidden size H (default 256)")
     parser.add_argument("--batch", default=None, help="trials per batch B (default 20)")
     parser.add_argument("--steps", default=None, help="training steps (default 1000)")
+    parser.add_argument("--checkpoints", default=None,
+                        help="checkpoints summarized per run, first and last steps included (default 6, "
+                             "at most steps + 1)")
     parser.add_argument("--lr", default=None, help="learning rate (default 0.01)")
     parser.add_argument("--g-convention", default=None, help="kpflow (default) or gaussian")
     parser.add_argument("--optimizer", default=None, help="adam (default), sgd or gd")
@@ -846,6 +849,8 @@ def config_from_args(args):
     if args.steps is not None:
         o["steps"] = _parse_int("--steps", args.steps)
         o["num_checkpoints"] = min(base.num_checkpoints, o["steps"] + 1)
+    if args.checkpoints is not None:
+        o["num_checkpoints"] = _parse_int("--checkpoints", args.checkpoints)
     if args.lr is not None:
         o["learning_rate"] = _parse_float("--lr", args.lr)
     if args.g_convention is not None:
@@ -876,7 +881,7 @@ def config_from_args(args):
                          ("optimizer", "--optimizer"), ("hidden_size", "--hidden"), ("batch_size", "--batch"), ("learning_rate", "--lr"),
                          ("g_convention", "--g-convention"), ("cells[", "--cells["), ("g[", "--g["),
                          ("seeds[", "--seeds["), ("tasks[", "--tasks["), ("steps", "--steps"),
-                         ("method", "--method")):
+                         ("num_checkpoints", "--checkpoints"), ("method", "--method")):
             if msg.startswith(fld):
                 msg = opt + msg[len(fld):]
                 break
