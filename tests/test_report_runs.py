@@ -255,3 +255,87 @@ def test_a_crash_inside_the_commit_leaves_a_marked_folder(reports, tmp_path, mon
         _report.read_report(str(out))
     _report.run_report(config, str(out), overwrite=True)
     assert _report.read_report(str(out))["config"]["seed"] == 1 and not (out / _report.INCOMPLETE).exists()
+
+
+# -------------------------------------------------------------------- --jobs
+def _without_times(value):
+    """The report with its wall-clock fields removed (the only thing --jobs may change)."""
+    if isinstance(value, dict):
+        return {k: _without_times(v) for k, v in value.items() if k not in ("seconds", "analysis_seconds")}
+    if isinstance(value, list):
+        return [_without_times(v) for v in value]
+    return value
+
+
+@pytest.mark.slow
+def test_report_on_two_processes_is_the_same_report(reports, tmp_path):
+    base = reports[0]
+    out = tmp_path / "jobs2"
+    assert _tiny(out, "--jobs", "2") == 0
+    one = json.loads((base / "report.json").read_text())
+    two = json.loads((out / "report.json").read_text())
+    assert _without_times(two) == _without_times(one)            # every number, bit for bit (JSON round trip)
+    assert [r["cell"] for r in two["runs"]] == [r["cell"] for r in one["runs"]]   # in the plan's order
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["command"][-2:] == ["--jobs", "2"]
+
+
+@pytest.mark.parametrize("value, match", [("0", "--jobs: expected"), ("x", "--jobs: expected an integer"),
+                                          ("-2", "--jobs: expected")])
+def test_report_refuses_bad_jobs(value, match, tmp_path, capsys):
+    assert _tiny(tmp_path / "o", "--jobs", value) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0], err
+    assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_report_memory_check_counts_every_job(tmp_path, capsys):
+    """A limit that holds one run's arrays but not three: refused with --jobs 3, naming --jobs."""
+    config = _report.config_from_args(_report_args(tmp_path))
+    one = _report.check_run_memory(config, None)
+    limit = str(int(2.5 * one))
+    assert _tiny(tmp_path / "a", "--memory-limit", limit, "--jobs", "2") == 0
+    capsys.readouterr()
+    assert _tiny(tmp_path / "b", "--memory-limit", limit, "--jobs", "3") == 2
+    err = capsys.readouterr().err
+    assert "--jobs" in err and "jobs=3" in err
+
+
+def _report_args(tmp_path):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    _report.add_arguments(parser)
+    return parser.parse_args(["--tiny", "--out", str(tmp_path / "unused")])
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_two_workers_stops_them_and_leaves_the_folder(reports, tmp_path):
+    """SIGINT to the whole process group (what a terminal sends) once the runs have started: one line,
+    status 130, the previous report untouched, and no worker process left behind."""
+    base, _, _ = reports
+    folder = _copy(base, tmp_path / "r")
+    proc = subprocess.Popen(_cmd(folder, "--overwrite", "--seed", "1", "--jobs", "2"), cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".kpref-staging") for p in folder.iterdir()):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run never started"
+        time.sleep(0.05)
+    time.sleep(1.0)                                   # the workers are spawned and importing or running
+    os.killpg(proc.pid, signal.SIGINT)
+    code = proc.wait(timeout=120)
+    err = proc.stderr.read()
+    assert code == 130, err
+    assert err.strip().splitlines() == [f"kpref report: interrupted; {folder} is unchanged"], err
+    _report.read_report(str(folder))
+    assert json.loads((folder / "manifest.json").read_text())["run_id"] == \
+        json.loads((base / "manifest.json").read_text())["run_id"]
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+    deadline = time.monotonic() + 30                  # nothing of the session is left: the workers were
+    while True:                                       # terminated, and an orphan is reaped by init in time
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "processes of the interrupted report are still alive"
+        time.sleep(0.1)

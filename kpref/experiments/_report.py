@@ -53,7 +53,9 @@ Without it: the KPFlow paper's sizes, ``H = 256``, ``B = 20``, ``T = 90``,
 1000 Adam steps (η = 1e-2; η = 1e-3 left g ≤ 1 runs on the batch-mean plateau), 6 checkpoints, ``g ∈ {0.5, 1.0, 2.0}``; the
 operator summaries are then randomized (see :mod:`kpref.experiments._experiments`).
 ``--hidden``, ``--steps``, ``--g``, ``--cells``, ``--seed``, ``--method``
-override either.
+override either. ``--jobs N`` runs N of the (independent, separately
+seeded) runs at once on local processes (:mod:`kpref.experiments._executors`);
+the report is the same bit for bit, and the memory check counts N runs.
 
 User mistakes (an unknown cell, ``g ≤ 0``, a non-integer or negative size or
 seed, a size whose arrays would not fit in ``--memory-limit``, an unwritable
@@ -78,8 +80,9 @@ from dataclasses import replace
 import numpy as np
 
 from . import _experiments as ex
+from ._executors import run_local
 from .. import tasks as _tasks
-from .._checks import check_memory_limit
+from .._checks import check_memory_limit, check_positive_int
 from .._signals import sigint_deferred
 
 __all__ = ["add_arguments", "main", "run_report", "read_report", "summary_table", "write_figures",
@@ -124,6 +127,8 @@ def add_arguments(parser):
     parser.add_argument("--method", default="auto", help="operator summaries: auto (exact when the dense "
                                                          "factors fit in 512 MiB), exact or randomized")
     parser.add_argument("--save-checkpoints", action="store_true", help="write the training checkpoints (.npz)")
+    parser.add_argument("--jobs", default="1", help="runs at once on local processes (default 1); the report is "
+                                                     "the same whatever the number")
     parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the report already in --out (never needed for a new or empty folder)")
@@ -239,18 +244,21 @@ def run_memory_bytes(config):
     return worst
 
 
-def check_run_memory(config, memory_limit):
-    """Refuse (ValueError naming the options) a run whose arrays would exceed ``memory_limit`` bytes."""
+def check_run_memory(config, memory_limit, jobs=1):
+    """Refuse (ValueError naming the options) a run whose arrays would exceed ``memory_limit`` bytes
+    (``jobs`` runs at once hold ``jobs`` times one run's arrays)."""
     limit = check_memory_limit(memory_limit, "--memory-limit")
+    jobs = check_positive_int("--jobs", jobs)
     try:
-        need = run_memory_bytes(config)
+        need = jobs * run_memory_bytes(config)
     except ValueError as err:           # a cell too large to build: name the option
         raise ValueError(f"--hidden: {err}") from None
     if need > limit:
         raise ValueError(
-            f"--hidden/--steps: the run needs about {need / 2**30:.3g} GiB of arrays (H={config.hidden_size}, "
-            f"B={config.batch_size}, steps={config.steps}), above the limit of {limit / 2**30:.3g} GiB; use "
-            "smaller sizes or pass a larger --memory-limit (bytes)")
+            f"--hidden/--steps/--jobs: the run needs about {need / 2**30:.3g} GiB of arrays "
+            f"(H={config.hidden_size}, B={config.batch_size}, steps={config.steps}, jobs={jobs}), above the "
+            f"limit of {limit / 2**30:.3g} GiB; use smaller sizes, fewer --jobs or pass a larger "
+            "--memory-limit (bytes)")
     return need
 
 
@@ -443,22 +451,29 @@ def _jsonable(obj):
     return obj
 
 
-def run_report(config, out, *, progress=None, log=None, save_checkpoints=False, overwrite=False, argv=None):
+def run_report(config, out, *, progress=None, log=None, save_checkpoints=False, overwrite=False, argv=None,
+               jobs=1):
     """Run both experiments for a checked config and write the report into ``out`` (module notes).
 
     Returns the report (the dict written to ``report.json``). ``log`` is a
     text stream for one line per finished run (``None``: silent);
     ``progress`` is passed to :func:`kpref.train` (tqdm bars). ``out`` must
     be new, empty, or (with ``overwrite=True``) hold a previous report;
-    ``argv`` (the command line) is recorded in the manifest.
+    ``argv`` (the command line) is recorded in the manifest. ``jobs``: the
+    runs are independent (each seeds its own generator) and run on that many
+    local processes; the report is the same, bit for bit, whatever ``jobs``
+    (only the recorded times differ). With ``jobs > 1`` and ``progress=None``
+    the runs print progress lines (bars of parallel runs would collide).
     """
     config = config.checked()
+    jobs = check_positive_int("jobs", jobs)
     claim_folder(out, overwrite)
     run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{os.urandom(4).hex()}"
     staging = os.path.join(out, _STAGING_PREFIX + run_id)
     os.makedirs(staging)
     try:
-        report = _run_into(config, staging, progress=progress, log=log, save_checkpoints=save_checkpoints)
+        report = _run_into(config, staging, progress=progress, log=log, save_checkpoints=save_checkpoints,
+                           jobs=jobs)
         names = sorted(os.listdir(staging))
         manifest = {"kind": REPORT_KIND, "status": "complete", "run_id": run_id, "seed": config.seed,
                     "kpref_version": report["versions"]["kpref"], "config": _jsonable(config.as_dict()),
@@ -472,23 +487,34 @@ def run_report(config, out, *, progress=None, log=None, save_checkpoints=False, 
     return report
 
 
-def _run_into(config, folder, *, progress, log, save_checkpoints):
+def _one_run(experiment, cell, g, config, progress, checkpoint_dir):
+    """One run of the report (module level: it is what a worker process calls)."""
+    fn = ex.run_collapse if experiment == "collapse" else ex.run_alignment
+    return fn(cell, g, config, progress=progress, checkpoint_dir=checkpoint_dir)
+
+
+def _run_into(config, folder, *, progress, log, save_checkpoints, jobs=1):
     t_start = time.perf_counter()
-    runs, artifacts = [], []
-    jobs = [("collapse", cell, g) for cell in config.cells for g in config.gains]
-    jobs += [("alignment", cell, alignment_gain(config)) for cell in config.cells]
-    for i, (experiment, cell, g) in enumerate(jobs):
+    plan = [("collapse", cell, g) for cell in config.cells for g in config.gains]
+    plan += [("alignment", cell, alignment_gain(config)) for cell in config.cells]
+    if jobs > 1 and progress is None:
+        progress = "lines"                  # bars of parallel runs would overwrite each other
+    items = []
+    for experiment, cell, g in plan:
         ckdir = None
         if save_checkpoints:
             ckdir = os.path.join(folder, "checkpoints", f"{experiment}_{cell}_g{g:g}")
-        fn = ex.run_collapse if experiment == "collapse" else ex.run_alignment
-        record, art = fn(cell, g, config, progress=progress, checkpoint_dir=ckdir)
-        runs.append(record)
-        artifacts.append(art)
+        items.append((experiment, cell, g, config, progress, ckdir))
+    results = [None] * len(plan)
+    for done, (i, (record, art)) in enumerate(run_local(_one_run, items, jobs), start=1):
+        results[i] = (record, art)          # stored by position: the report is the same whatever the order
         if log is not None:
+            experiment, cell, g = plan[i]
             first, last = record["checkpoints"][0], record["checkpoints"][-1]
-            print(f"[{i + 1}/{len(jobs)}] {experiment:9s} {cell:5s} g={g:<4g} loss {first['loss']:.3g} -> "
+            print(f"[{done}/{len(plan)}] {experiment:9s} {cell:5s} g={g:<4g} loss {first['loss']:.3g} -> "
                   f"{last['loss']:.3g}  ({record['seconds']:.1f} s)", file=log, flush=True)
+    runs = [record for record, _ in results]
+    artifacts = [art for _, art in results]
     report = {
         "config": config.as_dict(),
         "runs": runs,
@@ -714,7 +740,8 @@ def main(args, *, stdout=None, stderr=None, argv=None):
     stderr = sys.stderr if stderr is None else stderr
     try:                                   # user mistakes: one line, status 2; anything later is a bug
         config = config_from_args(args)
-        check_run_memory(config, None if args.memory_limit is None else _parse_bytes(args.memory_limit))
+        jobs = _parse_int("--jobs", args.jobs)
+        check_run_memory(config, None if args.memory_limit is None else _parse_bytes(args.memory_limit), jobs)
         out = claim_folder(args.out, args.overwrite)
     except (ValueError, TypeError) as err:
         print(f"kpref report: error: {err}", file=stderr)
@@ -722,7 +749,7 @@ def main(args, *, stdout=None, stderr=None, argv=None):
     try:
         report = run_report(config, out, progress=False if args.quiet else None,
                             log=None if args.quiet else stderr, save_checkpoints=args.save_checkpoints,
-                            overwrite=args.overwrite, argv=argv)
+                            overwrite=args.overwrite, argv=argv, jobs=jobs)
     except KeyboardInterrupt:
         state = ("holds an incomplete report (marked INCOMPLETE)" if os.path.exists(os.path.join(out, INCOMPLETE))
                  else "is unchanged")

@@ -94,6 +94,7 @@ from .._checks import check_choice, check_positive_float, check_positive_int
 from ..cells import simulate
 from ..operators._linearization import linearize
 from ..training._train import train
+from ._executors import run_local
 from ._experiments import (_propagator_blocks, available_cells, checkpoint_schedule, dense_bytes, make_cell,
                            participation_ratio)
 
@@ -595,17 +596,8 @@ def completed_runs(config, out):
 
 # --------------------------------------------------------------- executors
 def _run_local(config_dict, pending, jobs):
-    if jobs == 1:
-        for spec in pending:
-            yield spec, run_one(config_dict, spec)
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(run_one, config_dict, spec): spec for spec in pending}
-        for fut in as_completed(futures):
-            yield futures[fut], fut.result()
+    for index, result in run_local(run_one, [(config_dict, spec) for spec in pending], jobs):
+        yield pending[index], result
 
 
 def _run_dask(config_dict, pending, scheduler):
