@@ -425,3 +425,55 @@ def test_gram_routes_check_memory_and_fall_back_to_the_fan_in_form():
         analysis.partial_trace(lin.K, lin.shape, "batch", memory_limit=limit)
     with pytest.raises(MemoryError, match=r"KBlocks.inner.*Gram route.*fan-in route"):
         analysis.frobenius_norm(lin.K, memory_limit=4 * 1024)
+
+
+@pytest.mark.parametrize("op_name", ["K", "NTK"])
+def test_locking_keeps_the_converged_eigenvalues(op_name):
+    """Block Lanczos with locking (restarts forced by a small basis) gives dense eigenvalues, as without locking.
+
+    Tolerance: each Ritz value lies within its true residual (≤ tol·max|θ|, tol = 1e-10) of an eigenvalue
+    (module notes of kpref.analysis._spectral); the deflated couplings are below the same bound.
+    """
+    rng = np.random.default_rng(2)
+    cell = kpref.GRU(2, 4)
+    lin = kpref.linearize(cell, cell.init_params(rng), rng.standard_normal((3, 8, 2)))
+    op = getattr(lin, op_name)
+    lam = np.linalg.eigvalsh(kpref.todense(op))[::-1]
+    k = 6
+    runs = {lock: analysis.block_lanczos(op.matmat, lin.size, k, block_size=2, max_basis=16, rng=0, tol=1e-10,
+                                         locking=lock) for lock in (True, False)}
+    assert runs[True].n_locked > 0 and runs[False].n_locked == 0       # locking did happen
+    for res in runs.values():
+        assert np.abs(res.values - lam[:k]).max() <= 1e-10 * lam[0]
+        assert res.residual_norms.max() <= 1e-10 * lam[0]
+        V = res.vectors
+        assert np.abs(V.T @ V - np.eye(k)).max() <= 1e-10
+    assert np.abs(runs[True].values - runs[False].values).max() <= 2e-10 * lam[0]
+    # the old route stays available and unchanged in spirit: no locking, one more product for the residuals
+    old = analysis.block_lanczos(op.matmat, lin.size, k, block_size=2, max_basis=16, rng=0, orthogonalization="cgs2")
+    assert old.n_locked == 0 and np.abs(old.values - lam[:k]).max() <= 1e-10 * lam[0]
+    with pytest.raises(TypeError, match="locking"):
+        analysis.block_lanczos(op.matmat, lin.size, k, locking="yes")
+
+
+def test_locked_lanczos_still_catches_a_wrong_block():
+    """The agreement check of K's blocks against block Lanczos with locking fails for a block with one site's d dropped."""
+    rng = np.random.default_rng(2)
+    cell = kpref.GRU(2, 4)
+    lin = kpref.linearize(cell, cell.init_params(rng), rng.standard_normal((3, 8, 2)))
+    k = 6
+    res = analysis.block_lanczos(lin.K.matmat, lin.size, k, block_size=2, max_basis=16, rng=0, tol=1e-10)
+    assert res.n_locked > 0
+    kb = lin.K_blocks()
+    exact = kb.eigenvalues(k)
+    assert np.abs(exact - res.values).max() <= 1e-10 * exact[0]
+    # the unit holding the top eigenvector (a unit whose block holds none of the top k leaves them unchanged)
+    _, vectors = kb.eigenpairs(1)
+    top_unit = int(np.flatnonzero(np.abs(vectors[0]).sum(axis=(0, 1)))[0]) % kb.units
+    for units in ([top_unit], list(range(kb.units))):       # one unit's hh-site d dropped, or the whole site's
+        sites = list(kb.sites)
+        d = sites[1].d.copy()
+        d[:, :, :, units] = 0.0
+        sites[1] = UnitSite(sites[1].params, sites[1].activity, d)
+        wrong = KBlocks(kb.shape, kb.units, sites).eigenvalues(k)
+        assert np.abs(wrong - res.values).max() > 1e-6 * exact[0], units
