@@ -185,11 +185,11 @@ def test_sites_coupling_units_are_refused():
 @pytest.mark.parametrize("name", STRUCTURED)
 @pytest.mark.parametrize("bias", [True, False])
 def test_unit_weight_sites_are_the_unit_diagonal_of_weight_sites(name, bias):
-    """cell.unit_weight_sites(pt) holds every nonzero of cell.weight_sites(pt)'s D (the rest is exactly 0)."""
+    """The declared hook cell._unit_weight_sites(pt) holds every nonzero of cell.weight_sites(pt)'s D (the rest is 0)."""
     lin = _problem(name, bias=bias, H=3)
     cell = lin.cell
     U, P = cell.state_parts[0][1], len(cell.state_parts)
-    dense, unit = cell.weight_sites(lin.point), cell.unit_weight_sites(lin.point)
+    dense, unit = cell.weight_sites(lin.point), cell._unit_weight_sites(lin.point)
     assert len(dense) == len(unit)
     idx = np.arange(U)
     for (names, act, D), (names_u, act_u, d) in zip(dense, unit):
@@ -199,9 +199,7 @@ def test_unit_weight_sites_are_the_unit_diagonal_of_weight_sites(name, bias):
         assert np.array_equal(D5[:, :, idx, :, idx].transpose(1, 2, 3, 0), d)
         D5[:, :, idx, :, idx] = 0.0
         assert not D5.any()
-    with pytest.raises(NotImplementedError, match="RateODE.*unit_weight_sites|unit_weight_sites.*RateODE"):
-        lin_r = _problem("rate_euler")
-        lin_r.cell.unit_weight_sites(lin_r.point)
+    assert not _problem("rate_euler").cell.has_unit_weight_sites
 
 
 def test_method_blocks_needs_a_linearizations_K():

@@ -18,7 +18,7 @@ reads ``a_s`` and feeds unit ``u`` only).
 
 *The structure.* If ``D_s[i, p·H+u, q·H+u'] = 0`` whenever ``u ≠ u'`` (declared by a cell
 with ``has_unit_weight_sites``, which gives ``d_s`` directly through
-:meth:`kpref.Cell.unit_weight_sites`; otherwise checked exactly, on every row
+the hook ``Cell._unit_weight_sites``; otherwise checked exactly, on every row
 of the dense ``D_s``, and the cell refused by name), then with
 ``d_s[i,p,q,u] = D_s[i, p·H+u, q·H+u]``::
 
@@ -165,7 +165,7 @@ def unit_blocks(lin, memory_limit=None):
 
     The unit layout is ``cell.state_parts``: ``P`` parts of ``U`` entries each
     (state entry ``p·U + u``). A cell declaring ``has_unit_weight_sites``
-    gives its sites' ``d`` directly (:meth:`kpref.Cell.unit_weight_sites`,
+    gives its sites' ``d`` directly (the hook ``Cell._unit_weight_sites``,
     ``B·T·P·G·U`` floats per site): the dense ``D`` (``B·T·S·G·U`` floats per
     site, 2.8 GB per GRU site at H=256, B=20, T=90) is never formed. A cell
     declaring only ``has_weight_sites`` goes through the dense ``D`` of
@@ -224,16 +224,16 @@ def _step_chunk(per_step_bytes, T):
 
 
 def _sites_from_unit_form(lin, U, P, limit):
-    """Sites from ``cell.unit_weight_sites`` on the linearization's step point, rows reordered to ``b·T + t``."""
+    """Sites from the hook ``cell._unit_weight_sites`` on the linearization's step point, rows reordered to ``b·T + t``."""
     cell = lin.cell
     name = type(cell).__name__
     B, T, _ = lin.shape
-    first = cell.unit_weight_sites(lin.point.rows(0, B))
+    first = cell._unit_weight_sites(lin.point.rows(0, B))    # declared hook; lin's point is checked
     for names, act, d in first:
         if np.ndim(act) != 2 or np.shape(act)[0] != B or np.ndim(d) != 4 or np.shape(d)[0] != B \
                 or np.shape(d)[1] != P or np.shape(d)[3] != U:
             raise ValueError(
-                f"unit_blocks: {name}.unit_weight_sites returned activity {np.shape(act)} and d {np.shape(d)} for "
+                f"unit_blocks: {name}._unit_weight_sites returned activity {np.shape(act)} and d {np.shape(d)} for "
                 f"site {names}; expected (M, a) and (M, {P}, G, {U}) with M = {B} rows")
     shapes = [(names, act, np.shape(d)[2]) for names, act, d in first]
     out = _allocate_sites(shapes, B * T, B, T, P, U, limit, name)
@@ -241,7 +241,7 @@ def _sites_from_unit_form(lin, U, P, limit):
     chunk = _step_chunk(per_step, T)
     for t0 in range(0, T, chunk):
         t1 = min(T, t0 + chunk)
-        sites = first if t1 == 1 else cell.unit_weight_sites(lin.point.rows(t0 * B, t1 * B))
+        sites = first if t1 == 1 else cell._unit_weight_sites(lin.point.rows(t0 * B, t1 * B))
         m = t1 - t0
         for (acts, ds), (_, act, d) in zip(out, sites):     # point rows (t, b) → (b, t)
             acts[:, t0:t1] = np.asarray(act).reshape(m, B, -1).transpose(1, 0, 2)

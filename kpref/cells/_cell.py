@@ -37,8 +37,8 @@ hooks directly, on arrays they have already checked.
 What checkers and diagnostics may assume about a cell is *declared* on its
 class, never inferred from its name or sizes: ``gate_names``,
 ``state_parts``, ``analytic``, ``has_weight_sites`` (with
-:meth:`Cell.weight_sites`), ``has_unit_weight_sites`` (with
-:meth:`Cell.unit_weight_sites`) and ``has_continuous_adjoint`` (with
+:meth:`Cell.weight_sites`), ``has_unit_weight_sites`` (with the hook
+``Cell._unit_weight_sites``) and ``has_continuous_adjoint`` (with
 :meth:`Cell.continuous_adjoint`). The defaults claim nothing. The README's
 "Adding a cell" works a small custom cell through all of it.
 """
@@ -177,7 +177,7 @@ class Cell(abc.ABC):
     #: Whether :meth:`weight_sites` is implemented (the Kronecker form of K).
     has_weight_sites = False
 
-    #: Whether :meth:`unit_weight_sites` is implemented: every weight site's
+    #: Whether the hook :meth:`_unit_weight_sites` is implemented: every weight site's
     #: ``D`` is diagonal per unit (K's per-unit blocks, :func:`kpref.analysis.unit_blocks`).
     has_unit_weight_sites = False
 
@@ -223,36 +223,22 @@ class Cell(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} declares has_weight_sites but does not implement "
                                   "_weight_sites(pt)")
 
-    def unit_weight_sites(self, pt):
-        """The weight sites of :meth:`weight_sites` in per-unit form: only the nonzero entries of each ``D``.
+    def _unit_weight_sites(self, pt):
+        """Declared hook: the weight sites of :meth:`weight_sites` in per-unit form (cells with ``has_unit_weight_sites``).
 
         The units are the ``U`` entries of each part of :attr:`state_parts`
         (all parts have ``U`` entries): state entry ``p·U + u`` is part ``p``
         of unit ``u``. A site's ``o = G·U`` pre-activation rows are ``G``
         stacked gates, row ``q·U + u`` feeding unit ``u`` only. Returns a
-        list of ``(names, activity, d)`` in the order of :meth:`weight_sites`,
-        ``d`` of shape (M, P, G, U)::
+        list of ``(names, activity, d)`` in the order of :meth:`weight_sites`
+        (``pt`` already checked), ``d`` of shape (M, P, G, U)::
 
             d[m, p, q, u] = D[m, p·U + u, q·U + u],   D[m, p·U + u, q·U + u'] = 0 for u ≠ u'.
 
-        A cell declares ``has_unit_weight_sites = True`` and implements the hook
-        ``_unit_weight_sites(pt)`` only when that holds at every point.
-
-        Raises
-        ------
-        NotImplementedError
-            When the cell does not declare it (``has_unit_weight_sites`` is False).
+        A cell declares ``has_unit_weight_sites = True`` and implements this
+        hook only when that holds at every point; :func:`kpref.analysis.unit_blocks`
+        then never forms the dense ``D``.
         """
-        pt = self._check_point(pt)
-        if not self.has_unit_weight_sites:
-            raise NotImplementedError(
-                f"unit_weight_sites: {type(self).__name__} declares no per-unit weight sites "
-                "(has_unit_weight_sites=False); a cell whose every weight site has D diagonal per unit declares "
-                "has_unit_weight_sites = True and implements _unit_weight_sites(pt)")
-        return self._unit_weight_sites(pt)
-
-    def _unit_weight_sites(self, pt):
-        """Hook of :meth:`unit_weight_sites` (cells declaring ``has_unit_weight_sites = True`` implement it)."""
         raise NotImplementedError(f"{type(self).__name__} declares has_unit_weight_sites but does not implement "
                                   "_unit_weight_sites(pt)")
 

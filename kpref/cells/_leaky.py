@@ -212,7 +212,7 @@ class _AffineCell(Cell):
 
     def _affine_sites(self, pt, activity_hh, scale, unit=False):
         M, H = pt.h.shape
-        if unit:     # per unit (unit_weight_sites): d (M, 1, 1, H)
+        if unit:     # per unit (_unit_weight_sites): d (M, 1, 1, H)
             D = np.full((M, 1, 1, H), float(scale))
         else:
             D = np.zeros((M, H, H))

@@ -23,7 +23,7 @@ old (the routes before issue 17)
   * K effective rank by Hutch++ (``--probes`` products), with its error bar;
   * NTK top-k eigenvalues by the same old block Lanczos settings.
 new
-  * the build of K's blocks (``lin.K_blocks()``, from ``cell.unit_weight_sites``);
+  * the build of K's blocks (``lin.K_blocks()``, from the hook ``cell._unit_weight_sites``);
   * K's exact full spectrum through the blocks;
   * K's exact effective rank, cold: ``analysis.effective_rank(lin.K)`` on a
     fresh linearization (build + power sums, the public call);
