@@ -19,7 +19,8 @@ one linearization (so old and new routes share the machine's load):
 old (the routes before issue 17)
   * K top-k eigenvalues by block Lanczos on the matrix-free ``lin.K``
     (``orthogonalization='cgs2'``: two full classical Gram–Schmidt passes and
-    an SVD per block, no locking, block size ``min(max(⌈k/2⌉, 4), 32)``);
+    an SVD per block, one more product for the final residuals, no locking,
+    block size ``min(max(⌈k/2⌉, 4), 32)``, basis ``max(k + 3b, 6k)``);
   * K effective rank by Hutch++ (``--probes`` products), with its error bar;
   * NTK top-k eigenvalues by the same old block Lanczos settings.
 new
@@ -29,7 +30,8 @@ new
     fresh linearization (build + power sums, the public call);
   * NTK top-k eigenvalues by block Lanczos with today's defaults
     (``'local+1'``: local + one full reorthogonalization pass, Cholesky QR
-    twice, locking of converged Ritz pairs, default block size).
+    twice, locking of converged Ritz pairs, ``A V`` kept, block size
+    ``min(max(⌈k/10⌉, 3), 32)``, basis ``max(k + 3b, 4k)``).
 
 Each result column says what was computed and how the routes agree (the
 exact effective rank in units of the Hutch++ error bar; Lanczos eigenvalues
@@ -53,9 +55,10 @@ from kpref import analysis
 from bench_analysis import CountingOperator, timed
 
 
-def _old_block_size(k):
-    """The default block size before issue 17 (kept here so the old route stays reproducible)."""
-    return min(max(-(-k // 2), 4), 32)
+def _old_settings(k):
+    """The block Lanczos of before issue 17: its default block size and basis, 'cgs2', no locking."""
+    b = min(max(-(-k // 2), 4), 32)
+    return dict(orthogonalization="cgs2", locking=False, block_size=b, max_basis=max(k + 3 * b, 6 * k))
 
 
 def main(argv=None):
@@ -106,7 +109,7 @@ def main(argv=None):
         res, t = timed(lambda: analysis.block_lanczos(c.matmat, n, k, "LA", tol=args.tol, rng=args.seed, **kw))
         return res, t, c.columns
 
-    old_kw = dict(orthogonalization="cgs2", locking=False, block_size=_old_block_size(k))
+    old_kw = _old_settings(k)
     top = None
     if not args.only_ntk:
         # ---- new: K through its blocks
