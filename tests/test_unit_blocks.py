@@ -419,8 +419,15 @@ def test_gram_routes_check_memory_and_fall_back_to_the_fan_in_form():
     other = kpref.linearize(lin.cell, lin.cell.init_params(rng, g=1.5), lin.x, lin.h0)
     ref = analysis.alignment(K, kpref.todense(other.K))
     assert abs(analysis.alignment(lin.K, other.K, memory_limit=limit) - ref) <= RTOL * abs(ref)
+    # partial traces and marginal sums by the same contraction on F_u (no Gram) whenever the result fits:
+    # every axis set but ('hidden',), whose result alone is (B·T)² = 80² floats (50 KiB)
+    for axes in AXES[:2] + AXES[3:]:
+        for f in (analysis.partial_trace, analysis.marginal_sum):
+            got = f(lin.K, lin.shape, axes, memory_limit=limit)
+            assert _rel(kpref.todense(got), kpref.todense(f(K, lin.shape, axes))) <= RTOL, (f.__name__, axes)
+    assert AXES[2] == ("hidden",)
     with pytest.raises(MemoryError, match=r"partial_trace.*\(B·T\)² = \(4·20\)²"):
-        analysis.partial_trace(lin.K, lin.shape, "batch", memory_limit=limit)
+        analysis.partial_trace(lin.K, lin.shape, "hidden", memory_limit=limit)
     with pytest.raises(MemoryError, match=r"KBlocks.inner.*Gram route.*fan-in route"):
         analysis.frobenius_norm(lin.K, memory_limit=4 * 1024)
 

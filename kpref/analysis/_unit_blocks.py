@@ -621,7 +621,11 @@ class KBlocks:
         """Partial trace (``kind='partial_trace'``) or marginal sum of ``K`` over ``axes`` (indices of (B, T, S)).
 
         Returns a :class:`BlockDiagonalOperator`: one block per unit while the
-        hidden axis is kept, a single dense block otherwise.
+        hidden axis is kept, a single dense block otherwise. From ``K_u``
+        (the Grams, ``(B·T)²`` floats per site), or, in fan-in form when those
+        do not fit the memory limit, by the same contraction on ``F_u``
+        (``K_u = F_u F_uᵀ``, no Gram); a MemoryError naming the sizes when
+        neither fits.
         """
         check_choice("kind", kind, ("partial_trace", "marginal_sum"))
         check_choice("reduction", reduction, ("sum", "mean"))
@@ -646,11 +650,25 @@ class KBlocks:
         spec = f"{''.join(left)}{''.join(right)}->{''.join(out_l + out_r)}"
         kept_bt = tuple(sizes[a] for a in (0, 1) if a not in axes)
         m = prod(kept_bt) * (P if hidden_kept else 1)
-        self._check_grams(f"KBlocks.reduced ({kind})", 8 * (m * m * (H if hidden_kept else 1) + 2 * self.rows ** 2))
+        result_bytes = 8 * m * m * (H if hidden_kept else 1)
+        gram_route = 8 * 2 * self.rows ** 2 + self._gram_bytes()
+        fan_route = 8 * (self.rows * self.fan_in + 2 * m * m)
+        use_factor = self.form == "fan_in" and result_bytes + gram_route > self.memory_limit \
+            and result_bytes + fan_route <= self.memory_limit
+        if use_factor:
+            # K_u[(b,t,p),(c,r,q)] = Σ_x F[b,t,p,x] F[c,r,q,x]: the same contraction on F_u, no Gram
+            lhs, rhs = spec.split("->")
+            spec = f"{lhs[:3]}x,{lhs[3:]}x->{rhs}"
+        else:
+            self._check_grams(f"KBlocks.reduced ({kind})", result_bytes + 8 * 2 * self.rows ** 2)
         blocks = np.zeros((H if hidden_kept else 1, m, m))
         for u in range(H):
-            Ku = self.trajectory_block(u).reshape(B, T, P, B, T, P)
-            R = np.einsum(spec, Ku).reshape(m, m)
+            if use_factor:
+                F4 = self.factor(u).reshape(B, T, P, self.fan_in)
+                R = np.einsum(spec, F4, F4, optimize=True).reshape(m, m)
+            else:
+                Ku = self.trajectory_block(u).reshape(B, T, P, B, T, P)
+                R = np.einsum(spec, Ku).reshape(m, m)
             if hidden_kept:
                 blocks[u] = R
             else:
