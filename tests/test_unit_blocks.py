@@ -151,20 +151,55 @@ def test_cells_without_sites_are_refused_by_name(name):
     assert abs(analysis.trace(lin.K) - np.trace(K)) <= RTOL * abs(np.trace(K))
 
 
-def test_sites_coupling_units_are_refused(monkeypatch):
-    """A cell whose D has an entry from one unit's gate to another unit's state has no per-unit structure."""
-    lin = _problem("elman_tanh", H=3)
-    original = lin.kronecker_factors
+class _DenseOnlyElman(kpref.Elman):
+    """An Elman that declares only the dense weight sites (the checked route of unit_blocks), optionally coupled."""
 
-    def coupled(memory_limit=None, *, steps=None):
-        sites = original(memory_limit, steps=steps)
-        D = sites[0].D
-        D[0, 0, 1] = 0.25                       # state entry of unit 0 fed by weight row of unit 1
+    has_unit_weight_sites = False
+    coupling = 0.0
+
+    def _weight_sites(self, pt):
+        sites = [(names, act, D.copy()) for names, act, D in super()._weight_sites(pt)]
+        sites[0][2][:, 0, 1] += self.coupling        # state entry of unit 0 fed by the weight row of unit 1
         return sites
 
-    monkeypatch.setattr(lin, "kronecker_factors", coupled)
+
+def _dense_only_problem(coupling):
+    rng = np.random.default_rng(4)
+    cell = _DenseOnlyElman(2, 3)
+    cell.coupling = coupling
+    return kpref.linearize(cell, cell.init_params(rng), rng.standard_normal((2, 4, 2)))
+
+
+def test_cells_with_dense_sites_only_take_the_checked_route():
+    lin = _dense_only_problem(0.0)
+    check_blocks_against_dense(lin.K_blocks(), kpref.todense(lin.K))
+
+
+def test_sites_coupling_units_are_refused():
+    """A cell whose D has an entry from one unit's gate to another unit's state has no per-unit structure."""
+    lin = _dense_only_problem(0.25)
     with pytest.raises(NotImplementedError, match=r"Elman.*couples units.*unit 1 to state part 0 of unit 0"):
         unit_blocks(lin)
+
+
+@pytest.mark.parametrize("name", STRUCTURED)
+@pytest.mark.parametrize("bias", [True, False])
+def test_unit_weight_sites_are_the_unit_diagonal_of_weight_sites(name, bias):
+    """The declared hook cell._unit_weight_sites(pt) holds every nonzero of cell.weight_sites(pt)'s D (the rest is 0)."""
+    lin = _problem(name, bias=bias, H=3)
+    cell = lin.cell
+    U, P = cell.state_parts[0][1], len(cell.state_parts)
+    dense, unit = cell.weight_sites(lin.point), cell._unit_weight_sites(lin.point)
+    assert len(dense) == len(unit)
+    idx = np.arange(U)
+    for (names, act, D), (names_u, act_u, d) in zip(dense, unit):
+        assert names == names_u and np.array_equal(act, act_u)
+        G = D.shape[2] // U
+        D5 = D.reshape(-1, P, U, G, U).copy()
+        assert np.array_equal(D5[:, :, idx, :, idx].transpose(1, 2, 3, 0), d)
+        D5[:, :, idx, :, idx] = 0.0
+        assert not D5.any()
+    assert not _problem("rate_euler").cell.has_unit_weight_sites
 
 
 def test_method_blocks_needs_a_linearizations_K():
@@ -354,3 +389,96 @@ def test_an_analysis_memory_limit_reaches_the_blocks():
             call()
     assert analysis.trace(lin.K, memory_limit=tiny) == pytest.approx(np.trace(kpref.todense(lin.K)), rel=RTOL)
     assert lin.K_blocks().memory_limit == lin.memory_limit        # lin's own blocks keep their limit
+
+
+def test_K_blocks_checks_its_memory_limit():
+    """lin.K_blocks(memory_limit=...) is checked like every memory_limit, and bounds the build before allocating."""
+    lin = _problem("gru", B=3, T=8, H=3)
+    for bad, err in (("1e9", TypeError), (True, TypeError), (-1, ValueError), (float("nan"), ValueError)):
+        with pytest.raises(err, match="memory_limit"):
+            lin.K_blocks(memory_limit=bad)
+    # GRU N=2, H=3: site arrays 8·24·(3 + 3·3) + 8·24·(4 + 3·3) bytes = 4800 bytes
+    with pytest.raises(MemoryError, match=r"per-unit site arrays of GRU.*B·T = 24"):
+        lin.K_blocks(memory_limit=4000)
+    kb = lin.K_blocks(memory_limit=10**6)
+    assert kb.memory_limit == 10**6
+    assert lin.K_blocks().memory_limit == lin.memory_limit and lin.K_blocks() is lin.K_blocks()
+    assert lin.K_blocks(memory_limit=10**6).sites is lin.K_blocks().sites       # one build, other limit
+
+
+def test_gram_routes_check_memory_and_fall_back_to_the_fan_in_form():
+    """Frobenius/alignment use the fan-in form when the (B·T)² Grams do not fit; partial traces refuse, naming the size."""
+    lin = _problem("gru", B=4, T=20, H=3)    # n = 80: Grams 2·80² floats (100 KiB), fan-in 21: factors 80 × 21
+    K = kpref.todense(lin.K)
+    limit = 50 * 1024
+    kb = lin.K_blocks(memory_limit=limit)
+    assert kb.form == "fan_in"
+    fro = analysis.frobenius_norm(lin.K, memory_limit=limit)     # the Gram route would raise MemoryError here
+    assert abs(fro - np.linalg.norm(K)) <= RTOL * np.linalg.norm(K)
+    rng = np.random.default_rng(5)
+    other = kpref.linearize(lin.cell, lin.cell.init_params(rng, g=1.5), lin.x, lin.h0)
+    ref = analysis.alignment(K, kpref.todense(other.K))
+    assert abs(analysis.alignment(lin.K, other.K, memory_limit=limit) - ref) <= RTOL * abs(ref)
+    # partial traces and marginal sums by the same contraction on F_u (no Gram) whenever the result fits:
+    # every axis set but ('hidden',), whose result alone is (B·T)² = 80² floats (50 KiB)
+    for axes in AXES[:2] + AXES[3:]:
+        for f in (analysis.partial_trace, analysis.marginal_sum):
+            got = f(lin.K, lin.shape, axes, memory_limit=limit)
+            assert _rel(kpref.todense(got), kpref.todense(f(K, lin.shape, axes))) <= RTOL, (f.__name__, axes)
+    assert AXES[2] == ("hidden",)
+    with pytest.raises(MemoryError, match=r"partial_trace.*\(B·T\)² = \(4·20\)²"):
+        analysis.partial_trace(lin.K, lin.shape, "hidden", memory_limit=limit)
+    with pytest.raises(MemoryError, match=r"KBlocks.inner.*Gram route.*fan-in route"):
+        analysis.frobenius_norm(lin.K, memory_limit=4 * 1024)
+
+
+@pytest.mark.parametrize("op_name", ["K", "NTK"])
+def test_locking_keeps_the_converged_eigenvalues(op_name):
+    """Block Lanczos with locking (restarts forced by a small basis) gives dense eigenvalues, as without locking.
+
+    Tolerance: each Ritz value lies within its true residual (≤ tol·max|θ|, tol = 1e-10) of an eigenvalue
+    (module notes of kpref.analysis._spectral); the deflated couplings are below the same bound.
+    """
+    rng = np.random.default_rng(2)
+    cell = kpref.GRU(2, 4)
+    lin = kpref.linearize(cell, cell.init_params(rng), rng.standard_normal((3, 8, 2)))
+    op = getattr(lin, op_name)
+    lam = np.linalg.eigvalsh(kpref.todense(op))[::-1]
+    k = 6
+    runs = {lock: analysis.block_lanczos(op.matmat, lin.size, k, block_size=2, max_basis=16, rng=0, tol=1e-10,
+                                         locking=lock) for lock in (True, False)}
+    assert runs[True].n_locked > 0 and runs[False].n_locked == 0       # locking did happen
+    for res in runs.values():
+        assert np.abs(res.values - lam[:k]).max() <= 1e-10 * lam[0]
+        assert res.residual_norms.max() <= 1e-10 * lam[0]
+        V = res.vectors
+        assert np.abs(V.T @ V - np.eye(k)).max() <= 1e-10
+    assert np.abs(runs[True].values - runs[False].values).max() <= 2e-10 * lam[0]
+    # the old route stays available and unchanged in spirit: no locking, one more product for the residuals
+    old = analysis.block_lanczos(op.matmat, lin.size, k, block_size=2, max_basis=16, rng=0, orthogonalization="cgs2")
+    assert old.n_locked == 0 and np.abs(old.values - lam[:k]).max() <= 1e-10 * lam[0]
+    with pytest.raises(TypeError, match="locking"):
+        analysis.block_lanczos(op.matmat, lin.size, k, locking="yes")
+
+
+def test_locked_lanczos_still_catches_a_wrong_block():
+    """The agreement check of K's blocks against block Lanczos with locking fails for a block with one site's d dropped."""
+    rng = np.random.default_rng(2)
+    cell = kpref.GRU(2, 4)
+    lin = kpref.linearize(cell, cell.init_params(rng), rng.standard_normal((3, 8, 2)))
+    k = 6
+    res = analysis.block_lanczos(lin.K.matmat, lin.size, k, block_size=2, max_basis=16, rng=0, tol=1e-10)
+    assert res.n_locked > 0
+    kb = lin.K_blocks()
+    exact = kb.eigenvalues(k)
+    assert np.abs(exact - res.values).max() <= 1e-10 * exact[0]
+    # the unit holding the top eigenvector (a unit whose block holds none of the top k leaves them unchanged)
+    _, vectors = kb.eigenpairs(1)
+    top_unit = int(np.flatnonzero(np.abs(vectors[0]).sum(axis=(0, 1)))[0]) % kb.units
+    for units in ([top_unit], list(range(kb.units))):       # one unit's hh-site d dropped, or the whole site's
+        sites = list(kb.sites)
+        d = sites[1].d.copy()
+        d[:, :, :, units] = 0.0
+        sites[1] = UnitSite(sites[1].params, sites[1].activity, d)
+        wrong = KBlocks(kb.shape, kb.units, sites).eigenvalues(k)
+        assert np.abs(wrong - res.values).max() > 1e-6 * exact[0], units

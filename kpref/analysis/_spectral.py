@@ -18,7 +18,13 @@ part is used), ``svd`` otherwise.
 too large for the dense route, or ``method='lanczos'``) is a thick-restart
 block Lanczos method (a block Krylov–Schur iteration) written here, because a
 kpref operator applies a whole block of vectors in one sweep over time: every
-product is ``op.matmat`` on ``b`` vectors (default ``b = min(max(⌈k/2⌉, 4), 32)``).
+product is ``op.matmat`` on ``b`` vectors (default ``b = min(max(⌈k/10⌉, 3), 32)``:
+at k = 20 on the NTK of a GRU (H=64, B=8, T=60), measured in one run, b = 1,
+2, 3, 4, 6 took 96, 110, 122, 132, 152 columns (and time in about that
+ratio); fewer columns with smaller blocks, but a block of ``b`` finds the
+copies of an eigenvalue of multiplicity up to ``b`` directly and more only
+through rounding, so 3: triple eigenvalues (tested) are found; see
+validation/benchmarks/bench_kblocks.py).
 
 1. ``P₀`` = orth(Gaussian ``n × b``). Repeat: append the pending block ``P``
    to the basis ``V``; compute ``AP``; orthogonalize it against the blocks
@@ -31,13 +37,20 @@ product is ``op.matmat`` on ``b`` vectors (default ``b = min(max(⌈k/2⌉, 4), 
    ill-conditioned blocks, e.g. an invariant subspace found, go through an
    SVD and their null directions are replaced by random ones).
    ``orthogonalization='cgs2'`` is the earlier route (two full passes, SVD).
-2. Rayleigh–Ritz: ``H Y = Y Θ``. The relation ``A V = V H + P_next R E_lastᵀ``
+2. Rayleigh–Ritz: ``H Y = Y Θ`` on the active (unlocked) part of the basis. The relation ``A V = V H + P_next R E_lastᵀ``
    gives each Ritz pair's residual norm, ``‖R Y[last block, i]‖``, for free.
-3. When the ``k`` wanted residuals are below ``tol · max|θ|`` the Ritz vectors
-   are multiplied by ``A`` once more and the *true* residuals
-   ``‖A u − θ u‖`` checked. Otherwise, when the basis is full
+3. When the ``k`` wanted residuals are below ``tol · max|θ|`` the *true*
+   residuals ``‖A u − θ u‖`` are checked, with ``A u = (A V) y`` from the
+   products already computed (``A V`` is kept beside ``V`` and updated at
+   each restart: no further product, and no reliance on the orthogonality
+   of ``V`` or on the Lanczos relation). Otherwise, when the basis is full
    (``max_basis`` columns), restart with the best ``keep`` Ritz vectors (the
-   relation keeps its form: ``A U = U Θ + P Bᵀ``).
+   relation keeps its form: ``A U = U Θ + P Bᵀ``). With locking (default of
+   ``'local+1'``), the wanted Ritz pairs whose residual is below the
+   threshold are locked at the restart: they stay first in the basis, every
+   new block is still orthogonalized against them, but their coupling to
+   new blocks (their residual, ``≤ tol · max|θ|``) is set to zero and they
+   leave the Rayleigh–Ritz problem and the local pass.
 
 For a symmetric ``A`` each returned ``θ_i`` lies within ``‖A u_i − θ_i u_i‖``
 (``≤ tol · max|θ|``) of an eigenvalue of ``A``. ``singular_values`` runs the
@@ -99,6 +112,7 @@ class LanczosResult(NamedTuple):
     residual_norms: np.ndarray  # (k,) true ‖A u − θ u‖
     n_products: int            # columns pushed through the operator
     n_restarts: int
+    n_locked: int = 0          # Ritz pairs locked (deflated) at restarts
 
 
 def _order(theta, which):
@@ -152,8 +166,28 @@ def _cholqr2_block(W, V, b, rng, drop):
     return P, R2 @ R1
 
 
+def _orthogonal_to_rounding(C2, W):
+    """Whether ``W`` is already orthogonal to the basis to rounding: ``|Vᵀw_j| ≤ 64 ε √(m) ‖w_j‖`` for every column.
+
+    The reorthogonalization pass subtracts ``V (VᵀW)``; when every coefficient
+    is at the level of the rounding of the pass itself (``ε √m`` relative,
+    with a margin of 64) the subtraction cannot improve orthogonality
+    ("twice is enough", Kahan–Parlett: reorthogonalize only when needed) and
+    its second read of the basis is skipped. Coefficients grow as Ritz
+    values converge and after deflation (locked couplings ≤ tol): the pass
+    is then applied.
+    """
+    bound = 64.0 * np.finfo(float).eps * np.sqrt(C2.shape[0]) * np.linalg.norm(W, axis=0)
+    return bool(np.all(np.abs(C2) <= bound[None, :]))
+
+
+def _default_block_size(k):
+    """``min(max(⌈k/10⌉, 3), 32)``: 3 for k ≤ 30 (module notes); ``min(max(⌈k/2⌉, 4), 32)`` before issue 17."""
+    return min(max(-(-k // 10), 3), 32)
+
+
 def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, tol=1e-10,
-                  max_restarts=500, rng=None, memory_limit=None, orthogonalization="local+1"):
+                  max_restarts=500, rng=None, memory_limit=None, orthogonalization="local+1", locking=None):
     """Thick-restart block Lanczos for ``k`` extreme eigenpairs of a symmetric operator.
 
     Parameters
@@ -164,12 +198,19 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
     which : {'LA', 'SA', 'LM'}
         Largest algebraic, smallest algebraic, largest magnitude.
     block_size : int, optional
-        ``b``; default ``min(max(⌈k/2⌉, 4), 32)``.
+        ``b``; default ``min(max(⌈k/10⌉, 3), 32)`` (before issue 17:
+        ``min(max(⌈k/2⌉, 4), 32)``). Block Lanczos finds every copy of an
+        eigenvalue of multiplicity up to ``b`` directly; higher multiplicities
+        only through rounding, slowly: pass a larger ``block_size`` for a
+        spectrum known to have them.
     max_basis : int, optional
-        Basis columns before a restart; default ``max(k + 3b, 6k)`` (at most
-        ``n − b``, at least ``k + 2b``). On the flat leading spectrum of ``K``
-        at initialization (GRU, H=128, B=2, T=90, k=20) the defaults need 3×
-        fewer products than ``b = k``, ``max_basis = k + 3b``.
+        Basis columns before a restart; default ``max(k + 3b, 4k)`` (at most
+        ``n − b``, at least ``k + 2b``; ``6k`` before issue 17). Each step
+        reads the basis once or twice, so a smaller basis is cheaper per
+        column: on the NTK of a GRU (H=256, B=2, T=90, k=20, b=3) ``4k`` and
+        ``6k`` needed the same 185 columns, ``3k`` 191, with the
+        non-product time down by about a quarter at ``4k`` (loaded machine,
+        one run; validation/benchmarks/bench_kblocks.py).
     tol : float
         Relative residual ``‖A u − θ u‖ ≤ tol · max|θ|`` required of each pair
         (at least 1e-14: rounding).
@@ -184,9 +225,22 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
         and current blocks; after a restart, the kept Ritz vectors too), then
         once against the whole basis (one reorthogonalization pass: two
         passes over the basis instead of four), and orthonormalized by
-        Cholesky QR twice (BLAS-3). ``'cgs2'``: the route before issue 17 —
-        two full classical Gram–Schmidt passes and an SVD of the block.
+        Cholesky QR twice (BLAS-3); ``A V`` is kept beside the basis (twice
+        the memory) so the final true residuals need no product.
+        ``'cgs2'``: the route before issue 17 — two full classical
+        Gram–Schmidt passes and an SVD of the block, and one more product
+        of the ``k`` Ritz vectors for the true residuals.
         Both give the same Ritz values to the tolerance.
+    locking : bool, optional
+        Lock (deflate) converged Ritz pairs at each restart (default: on with
+        ``'local+1'``, off with ``'cgs2'``, which is then exactly the route
+        before issue 17). A locked pair ``(θ, u)`` stays in the basis and
+        every new block is still orthogonalized against it, but it leaves the
+        Rayleigh–Ritz problem and the first (local) pass: its coupling to the
+        next block, which equals its residual (``uᵀ A P = r_uᵀ`` with
+        ``‖r_u‖ ≤ tol · max|θ|``), is set to zero, a perturbation of ``A``
+        within the tolerance. The returned pairs' true residuals are checked
+        as without locking.
 
     Returns
     -------
@@ -196,6 +250,10 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
     memory_limit = check_memory_limit(memory_limit)
     rng = as_generator(rng)
     check_choice("orthogonalization", orthogonalization, ("local+1", "cgs2"))
+    if locking is None:
+        locking = orthogonalization == "local+1"
+    elif not isinstance(locking, (bool, np.bool_)):
+        raise TypeError(f"locking: expected None or a bool, got {locking!r} ({type(locking).__name__})")
     n = check_positive_int("n", n)
     if not callable(matmat):
         raise TypeError(f"matmat: expected a callable X (n, b) -> A X, got {type(matmat).__name__}")
@@ -204,10 +262,10 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
     if tol < 1e-14:
         raise ValueError(f"tol: expected at least 1e-14 (rounding limits the residual), got {tol}")
     k = check_positive_int("k", k)
-    b = min(max(-(-k // 2), 4), 32) if block_size is None else check_positive_int("block_size", block_size)
+    b = _default_block_size(k) if block_size is None else check_positive_int("block_size", block_size)
     user_basis = max_basis is not None
     if max_basis is None:
-        max_basis = min(max(k + 3 * b, 6 * k), n - b)
+        max_basis = min(max(k + 3 * b, 4 * k), n - b)
     else:
         max_basis = check_positive_int("max_basis", max_basis)
     max_restarts = check_positive_int("max_restarts", max_restarts, minimum=0)
@@ -218,7 +276,8 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
             f"{culprit}: block Lanczos with k={k}, block_size={b}, max_basis={max_basis} needs an operator of "
             f"dimension above {max_basis + b}, got {n}; use method='dense'"
         )
-    check_memory("block Lanczos basis", 8 * n * (max_basis + 2 * b), memory_limit)
+    stored = 2 if orthogonalization == "local+1" else 1
+    check_memory("block Lanczos basis (and its products)", 8 * n * (stored * max_basis + 2 * b), memory_limit)
 
     def product(X):
         Y = np.asarray(matmat(X))
@@ -234,9 +293,12 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
     probe_products = probe_symmetric("matmat", product, n, what="block Lanczos")
     keep = min(max_basis - b, max(k, (max_basis - b + k) // 2))
     V = np.empty((n, max_basis))
+    # A V, kept from the products ('local+1'): A U = (A V) Y needs no further product
+    AV = np.empty((n, max_basis)) if orthogonalization == "local+1" else None
     H = np.zeros((max_basis, max_basis))
     P, _ = _orthonormal_block(rng.standard_normal((n, b)), V[:, :0], b, rng, 0.0)
     m = 0
+    nl = 0                   # locked (converged, deflated) Ritz vectors: V[:, :nl], H[:nl, :nl] = diag(θ)
     local = 0                # first basis column A P couples to in exact arithmetic
     products = probe_products      # the symmetry probe's columns count
     restarts = 0
@@ -246,6 +308,8 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
         AP = product(P)
         products += b
         V[:, m:m + b] = P
+        if AV is not None:
+            AV[:, m:m + b] = AP
         Vb = V[:, :m + b]
         if orthogonalization == "local+1":
             Vl = V[:, local:m + b]
@@ -256,40 +320,62 @@ def block_lanczos(matmat, n, k, which="LA", *, block_size=None, max_basis=None, 
             C = Vb.T @ AP                  # first full pass of classical Gram–Schmidt
             W = AP - Vb @ C
         C2 = Vb.T @ W                      # one reorthogonalization pass against the whole basis
-        W -= Vb @ C2
+        if orthogonalization == "cgs2" or not _orthogonal_to_rounding(C2, W):
+            W -= Vb @ C2
         C += C2
+        C[:nl] = 0.0                       # deflation: a locked vector's coupling is its residual (≤ tol·scale)
         local = m
         H[:m, m:m + b] = C[:m]
         H[m:m + b, :m] = C[:m].T
         H[m:m + b, m:m + b] = 0.5 * (C[m:] + C[m:].T)
         m += b
-        theta, Y = np.linalg.eigh(H[:m, :m])
+        theta, Y = np.linalg.eigh(H[nl:m, nl:m])      # Rayleigh–Ritz on the active (unlocked) part
         order = _order(theta, which)
         theta, Y = theta[order], Y[:, order]
         scale = max(scale, float(np.abs(theta).max()), float(np.linalg.norm(AP, axis=0).max()))
         P, R = new_block(W, Vb, b, rng, 1e-13 * max(scale, np.finfo(float).tiny))
         threshold = tol * scale
-        estimated = np.linalg.norm(R @ Y[m - b:m, :k], axis=0)
-        if np.all(estimated <= threshold):
-            U = V[:, :m] @ Y[:, :k]
-            AU = product(U)
-            products += k
-            true_res = np.linalg.norm(AU - U * theta[:k], axis=0)
+        estimated = np.linalg.norm(R @ Y[m - b - nl:m - nl], axis=0)     # every active pair's residual
+        # candidates: the locked pairs (converged) and the active Ritz pairs; the k first by ``which``
+        cand = np.concatenate([np.diag(H)[:nl], theta])
+        cand_res = np.concatenate([np.zeros(nl), estimated])
+        sel = _order(cand, which)[:k]
+        if sel.size == k and np.all(cand_res[sel] <= threshold):
+            U = np.empty((n, k))
+            is_locked = sel < nl
+            U[:, is_locked] = V[:, sel[is_locked]]
+            U[:, ~is_locked] = V[:, nl:m] @ Y[:, sel[~is_locked] - nl]
+            if AV is not None:             # A U from the products already made
+                AU = np.empty((n, k))
+                AU[:, is_locked] = AV[:, sel[is_locked]]
+                AU[:, ~is_locked] = AV[:, nl:m] @ Y[:, sel[~is_locked] - nl]
+            else:                          # 'cgs2', the route before issue 17: one more product
+                AU = product(U)
+                products += k
+            true_res = np.linalg.norm(AU - U * cand[sel], axis=0)
             if np.all(true_res <= threshold) or scale == 0.0:
-                return LanczosResult(theta[:k].copy(), U, true_res, products, restarts)
+                return LanczosResult(cand[sel].copy(), U, true_res, products, restarts, nl)
         if m + b > max_basis:
             if restarts >= max_restarts:
                 raise RuntimeError(
                     f"block Lanczos: no convergence after {restarts} restarts and {products} products; "
-                    f"residuals {np.array2string(estimated, precision=2)} against the threshold {threshold:.2e} "
-                    "(tol · max|θ|); raise max_restarts, max_basis or block_size, or use method='dense'"
+                    f"residuals {np.array2string(cand_res[sel], precision=2)} against the threshold "
+                    f"{threshold:.2e} (tol · max|θ|); raise max_restarts, max_basis or block_size, or use "
+                    "method='dense'"
                 )
-            U = V[:, :m] @ Y[:, :keep]
-            V[:, :keep] = U
+            wanted = sel[sel >= nl] - nl          # active pairs among the k candidates
+            lock = [int(j) for j in wanted if estimated[j] <= threshold] if locking else []
+            rest = [j for j in range(theta.size) if j not in set(lock)][:keep - nl - len(lock)]
+            cols = lock + rest
+            V[:, nl:nl + len(cols)] = V[:, nl:m] @ Y[:, cols]
+            if AV is not None:
+                AV[:, nl:nl + len(cols)] = AV[:, nl:m] @ Y[:, cols]
+            d = np.concatenate([np.diag(H)[:nl], theta[cols]])
             H[:] = 0.0
-            H[np.arange(keep), np.arange(keep)] = theta[:keep]
-            m = keep
-            local = 0            # the next block couples to every kept Ritz vector
+            H[np.arange(d.size), np.arange(d.size)] = d
+            m = d.size
+            nl += len(lock)
+            local = nl           # the next block couples to every kept active Ritz vector (locked: deflated)
             restarts += 1
 
 

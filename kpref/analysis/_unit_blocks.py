@@ -10,16 +10,16 @@ gives ``K = Σ_s D_s (Gram_s ⊗ I_{o_s}) D_sᵀ`` over the weight sites ``s``
 
     K[(i,σ),(j,σ')] = Σ_s Gram_s[i,j] Σ_r D_s[i,σ,r] D_s[j,σ',r].
 
-*Unit layout* (declared by ``cell.hidden_size`` and ``cell.state_size``): the
-``H = hidden_size`` units; the state is ``P = S/H`` parts of ``H`` entries
-(``h``; LSTM ``h`` and ``c``), entry ``σ = p·H + u`` belongs to unit ``u``; a
-site's ``o_s = G_s·H`` pre-activation rows are stacked by gate, row
-``r = q·H + u`` belongs to unit ``u`` (its weight row reads ``a_s`` and feeds
-unit ``u`` only).
+*Unit layout* (declared by ``cell.state_parts``): the state is ``P`` parts
+of ``H`` entries each (``h``; LSTM ``h`` and ``c``), entry ``σ = p·H + u``
+belongs to unit ``u``; a site's ``o_s = G_s·H`` pre-activation rows are
+stacked by gate, row ``r = q·H + u`` belongs to unit ``u`` (its weight row
+reads ``a_s`` and feeds unit ``u`` only).
 
-*The structure.* If ``D_s[i, p·H+u, q·H+u'] = 0`` whenever ``u ≠ u'`` (checked
-exactly, on every row: the count of nonzeros of ``D_s`` must equal that of its
-unit-diagonal part, otherwise the cell is refused by name), then with
+*The structure.* If ``D_s[i, p·H+u, q·H+u'] = 0`` whenever ``u ≠ u'`` (declared by a cell
+with ``has_unit_weight_sites``, which gives ``d_s`` directly through
+the hook ``Cell._unit_weight_sites``; otherwise checked exactly, on every row
+of the dense ``D_s``, and the cell refused by name), then with
 ``d_s[i,p,q,u] = D_s[i, p·H+u, q·H+u]``::
 
     K[(i,p,u),(j,p',u')] = δ_{uu'} K_u[(i,p),(j,p')],
@@ -69,7 +69,7 @@ import numpy as np
 import scipy.linalg
 from scipy.sparse.linalg import LinearOperator
 
-from .._checks import DEFAULT_MEMORY_LIMIT, check_choice, check_memory, check_positive_int
+from .._checks import DEFAULT_MEMORY_LIMIT, check_choice, check_memory, check_memory_limit, check_positive_int
 from .._jit import njit
 from ..operators._named import CheckedInputOperator, NamedOperator
 
@@ -148,15 +148,36 @@ def _any_nonzero(x):
 # ------------------------------------------------------------------------------ build
 
 
+def _unit_layout(cell):
+    """``(U, P)``: the units and the parts of the state, from ``cell.state_parts`` (every part has ``U`` entries)."""
+    name = type(cell).__name__
+    parts = tuple(cell.state_parts)
+    sizes = {int(size) for _, size in parts}
+    if len(sizes) != 1:
+        raise NotImplementedError(
+            f"unit_blocks: {name}'s state parts {parts} do not all have the same number of units; K has no "
+            "per-unit block structure here, use lin.K")
+    return sizes.pop(), len(parts)
+
+
 def unit_blocks(lin, memory_limit=None):
     """K's per-unit blocks from the Kronecker core of ``lin`` (derivation in the module notes).
+
+    The unit layout is ``cell.state_parts``: ``P`` parts of ``U`` entries each
+    (state entry ``p·U + u``). A cell declaring ``has_unit_weight_sites``
+    gives its sites' ``d`` directly (the hook ``Cell._unit_weight_sites``,
+    ``B·T·P·G·U`` floats per site): the dense ``D`` (``B·T·S·G·U`` floats per
+    site, 2.8 GB per GRU site at H=256, B=20, T=90) is never formed. A cell
+    declaring only ``has_weight_sites`` goes through the dense ``D`` of
+    :meth:`kpref.Linearization.kronecker_factors`, a chunk of steps at a time,
+    and every entry coupling two units is checked to be exactly zero.
 
     Parameters
     ----------
     lin : kpref.Linearization
     memory_limit : int, optional
-        Bytes the Grams (``n²`` floats per site) and each dense block may take
-        (default: ``lin.memory_limit``).
+        Bytes the site arrays, the Grams (``n²`` floats per site) and each
+        dense block may take (default: ``lin.memory_limit``).
 
     Returns
     -------
@@ -166,53 +187,100 @@ def unit_blocks(lin, memory_limit=None):
     ------
     NotImplementedError
         Naming the cell, when ``K`` has no per-unit block structure (no weight
-        sites, a state or site not made of whole units, or a ``D`` with an
-        entry coupling two units).
+        sites, state parts of unequal sizes, a site not made of whole gates,
+        or a ``D`` with an entry coupling two units).
+    MemoryError
+        When the site arrays exceed the memory limit (checked before allocating).
     """
-    for attr in ("shape", "cell", "kronecker_factors"):
+    for attr in ("shape", "cell", "kronecker_factors", "point"):
         if not hasattr(lin, attr):
             raise TypeError(f"lin: expected a kpref Linearization (from kpref.linearize), got {type(lin).__name__}")
+    limit = lin.memory_limit if memory_limit is None else check_memory_limit(memory_limit)
     cell = lin.cell
     name = type(cell).__name__
-    limit = lin.memory_limit if memory_limit is None else memory_limit
     B, T, S = lin.shape
-    H = cell.hidden_size
-    if S % H:
+    U, P = _unit_layout(cell)
+    if U * P != S:
         raise NotImplementedError(
-            f"unit_blocks: {name} has state size {S}, not a whole number of parts of hidden_size={H}; "
-            "K has no per-unit block structure here, use lin.K")
-    P = S // H
+            f"unit_blocks: {name}'s state parts {tuple(cell.state_parts)} cover {U * P} entries, not the state "
+            f"size {S}; use lin.K")
+    if getattr(cell, "has_unit_weight_sites", False):
+        sites = _sites_from_unit_form(lin, U, P, limit)
+    else:
+        sites = _sites_from_dense_D(lin, U, P, limit)
+    return KBlocks((B, T, S), U, sites, cell_name=name, memory_limit=limit)
+
+
+def _allocate_sites(first, n_rows, B, T, P, U, limit, name):
+    """Checked, preallocated ``(activity (B, T, a), d (B, T, P, G, U))`` per site from one step's shapes."""
+    need = sum(8 * n_rows * (act.shape[1] + P * G * U) for _, act, G in first)
+    check_memory(f"unit_blocks: the per-unit site arrays of {name} ({len(first)} sites, B·T = {n_rows} rows)",
+                 need, limit)
+    return [(np.empty((B, T, act.shape[1])), np.empty((B, T, P, G, U))) for _, act, G in first]
+
+
+def _step_chunk(per_step_bytes, T):
+    return int(max(1, min(T, _CHUNK_BYTES // max(per_step_bytes, 1))))
+
+
+def _sites_from_unit_form(lin, U, P, limit):
+    """Sites from the hook ``cell._unit_weight_sites`` on the linearization's step point, rows reordered to ``b·T + t``."""
+    cell = lin.cell
+    name = type(cell).__name__
+    B, T, _ = lin.shape
+    first = cell._unit_weight_sites(lin.point.rows(0, B))    # declared hook; lin's point is checked
+    for names, act, d in first:
+        if np.ndim(act) != 2 or np.shape(act)[0] != B or np.ndim(d) != 4 or np.shape(d)[0] != B \
+                or np.shape(d)[1] != P or np.shape(d)[3] != U:
+            raise ValueError(
+                f"unit_blocks: {name}._unit_weight_sites returned activity {np.shape(act)} and d {np.shape(d)} for "
+                f"site {names}; expected (M, a) and (M, {P}, G, {U}) with M = {B} rows")
+    shapes = [(names, act, np.shape(d)[2]) for names, act, d in first]
+    out = _allocate_sites(shapes, B * T, B, T, P, U, limit, name)
+    per_step = sum(8 * B * (act.shape[1] + P * G * U) for _, act, G in shapes)
+    chunk = _step_chunk(per_step, T)
+    for t0 in range(0, T, chunk):
+        t1 = min(T, t0 + chunk)
+        sites = first if t1 == 1 else cell._unit_weight_sites(lin.point.rows(t0 * B, t1 * B))
+        m = t1 - t0
+        for (acts, ds), (_, act, d) in zip(out, sites):     # point rows (t, b) → (b, t)
+            acts[:, t0:t1] = np.asarray(act).reshape(m, B, -1).transpose(1, 0, 2)
+            ds[:, t0:t1] = np.asarray(d).reshape(m, B, P, -1, U).transpose(1, 0, 2, 3, 4)
     n = B * T
+    return [UnitSite(tuple(names), a.reshape(n, -1), d.reshape(n, P, -1, U))
+            for (names, _, _), (a, d) in zip(shapes, out)]
+
+
+def _sites_from_dense_D(lin, U, P, limit):
+    """Sites from the dense ``D`` of ``lin.kronecker_factors``, a chunk of steps at a time, cross-unit zeros checked."""
+    cell = lin.cell
+    name = type(cell).__name__
+    B, T, _ = lin.shape
     try:
         first = lin.kronecker_factors(limit, steps=(0, 1))
     except NotImplementedError as exc:
         raise NotImplementedError(
             f"unit_blocks: {name} has no per-unit block structure of K (it declares no weight sites: "
             f"{exc}); use lin.K") from exc
-    per_step = sum(8 * site.D.size for site in first)
-    # one step at a time once a step's D is large (its rows then need no reordering: no copy)
-    chunk = int(max(1, min(T, _CHUNK_BYTES // max(per_step, 1))))
-    acts, ds = [], []
     for site in first:
-        o = site.D.shape[2]
-        if o % H:
+        if site.D.shape[2] % U:
             raise NotImplementedError(
-                f"unit_blocks: {name}'s site {site.params} has {o} pre-activation rows, not a whole number "
-                f"of gates of hidden_size={H}; K has no per-unit block structure here, use lin.K")
-        check_memory("unit_blocks: site activities and per-unit D", 8 * n * (site.activity.shape[1] + P * o),
-                     limit)
-        acts.append(np.empty((B, T, site.activity.shape[1])))
-        ds.append(np.empty((B, T, P, o // H, H)))
-    idx = np.arange(H)
+                f"unit_blocks: {name}'s site {site.params} has {site.D.shape[2]} pre-activation rows, not a whole "
+                f"number of gates of {U} units; K has no per-unit block structure here, use lin.K")
+    shapes = [(site.params, site.activity, site.D.shape[2] // U) for site in first]
+    out = _allocate_sites(shapes, B * T, B, T, P, U, limit, name)
+    # one step at a time once a step's D is large (its rows then need no reordering: no copy)
+    chunk = _step_chunk(sum(8 * site.D.size for site in first), T)
+    idx = np.arange(U)
     for t0 in range(0, T, chunk):
         t1 = min(T, t0 + chunk)
         sites = first if t0 == 0 and t1 == 1 else lin.kronecker_factors(limit, steps=(t0, t1))
         m = B * (t1 - t0)
-        for k, site in enumerate(sites):
+        for (acts, ds), site in zip(out, sites):
             D = site.D
-            G = D.shape[2] // H
-            D5 = D.reshape(m, P, H, G, H)
-            e = D5[:, :, idx, :, idx]          # (H, m, P, G): the unit-diagonal part
+            G = D.shape[2] // U
+            D5 = D.reshape(m, P, U, G, U)
+            e = D5[:, :, idx, :, idx]          # (U, m, P, G): the unit-diagonal part
             D5[:, :, idx, :, idx] = 0.0        # (D is kronecker_factors' own fresh array)
             if _any_nonzero(D.reshape(-1)):    # an entry coupling two units
                 worst = np.abs(D5)
@@ -222,11 +290,11 @@ def unit_blocks(lin, memory_limit=None):
                     f"(trial {r // (t1 - t0)}, step {t0 + r % (t1 - t0)}) has entry {worst.max():.3e} from "
                     f"gate {q} of unit {u2} to state part {p} of unit {u}; K has no per-unit block structure, "
                     "use lin.K")
-            ds[k][:, t0:t1] = e.transpose(1, 2, 3, 0).reshape(B, t1 - t0, P, G, H)
-            acts[k][:, t0:t1] = site.activity.reshape(B, t1 - t0, -1)
-    sites = [UnitSite(s.params, a.reshape(n, -1), d.reshape(n, P, d.shape[3], H))
-             for s, a, d in zip(first, acts, ds)]
-    return KBlocks((B, T, S), H, sites, cell_name=name, memory_limit=limit)
+            ds[:, t0:t1] = e.transpose(1, 2, 3, 0).reshape(B, t1 - t0, P, G, U)
+            acts[:, t0:t1] = site.activity.reshape(B, t1 - t0, -1)
+    n = B * T
+    return [UnitSite(tuple(names), a.reshape(n, -1), d.reshape(n, P, -1, U))
+            for (names, _, _), (a, d) in zip(shapes, out)]
 
 
 # ---------------------------------------------------------------------------- KBlocks
@@ -292,11 +360,25 @@ class KBlocks:
                 f"of size {self.block_size})")
 
     # ------------------------------------------------------------ pieces
+    def _gram_bytes(self):
+        n = self.shape[0] * self.shape[1]
+        return 0 if self._grams is not None else 8 * n * n * len(self.sites)
+
+    def _check_grams(self, what, extra=0):
+        """Refuse, naming the sizes, when the Grams (``(B·T)²`` floats per site) and ``extra`` bytes exceed the limit."""
+        B, T, _ = self.shape
+        need = self._gram_bytes() + extra
+        if need > self.memory_limit:
+            raise MemoryError(
+                f"{what}: needs the activity Grams of {len(self.sites)} sites, (B·T)² = ({B}·{T})² = {(B * T) ** 2} "
+                f"floats each ({self._gram_bytes() / 1024**2:.1f} MiB), plus {extra / 1024**2:.1f} MiB of blocks: "
+                f"{need / 1024**2:.1f} MiB above the memory_limit of {self.memory_limit / 1024**2:.1f} MiB; pass a "
+                "larger memory_limit (bytes), or use fewer trials/steps")
+
     def grams(self):
         """``Gram_s = a_s a_sᵀ`` of every site, stacked (s, n, n) (memory checked; cached)."""
         if self._grams is None:
-            n = self.shape[0] * self.shape[1]
-            check_memory("KBlocks.grams", 8 * n * n * len(self.sites), self.memory_limit)
+            self._check_grams("KBlocks.grams")
             self._grams = np.stack([s.activity @ s.activity.T for s in self.sites])
         return self._grams
 
@@ -323,16 +405,21 @@ class KBlocks:
         """``F_u`` (n·P, f): rows ``(i, p)``, columns ``(site, gate, activity entry)``; ``K_u = F_u F_uᵀ``."""
         u = self._check_unit(u)
         check_memory("KBlocks.factor", 8 * self.rows * self.fan_in, self.memory_limit)
-        cols = []
+        n = self.shape[0] * self.shape[1]
+        F = np.empty((n, self.parts, self.fan_in))
+        c0 = 0
         for s in self.sites:
-            E = s.d[:, :, :, u]
-            cols.append((E[:, :, :, None] * s.activity[:, None, None, :]).reshape(self.rows, -1))
-        return np.concatenate(cols, axis=1)
+            G, a = s.d.shape[2], s.activity.shape[1]
+            view = F[:, :, c0:c0 + G * a]
+            view.shape = (n, self.parts, G, a)     # a view (setting .shape never copies; raises instead)
+            np.multiply(s.d[:, :, :, u, None], s.activity[:, None, None, :], out=view)
+            c0 += G * a
+        return F.reshape(self.rows, self.fan_in)
 
     def trajectory_block(self, u):
         """``K_u`` (n·P, n·P), rows ``(i, p)`` with ``i = b·T + t``: ``Σ_s Gram_s ⊙ (E_s E_sᵀ)``."""
         u = self._check_unit(u)
-        check_memory("KBlocks.trajectory_block", 8 * 2 * self.rows ** 2, self.memory_limit)
+        self._check_grams("KBlocks.trajectory_block", 8 * 2 * self.rows ** 2)
         n, P = self.shape[0] * self.shape[1], self.parts
         K = np.zeros((n, P, n, P))
         for s, G in zip(self.sites, self.grams()):
@@ -390,20 +477,42 @@ class KBlocks:
         return lam.copy() if k is None else lam[:k].copy()
 
     def power_sums(self):
-        """``(Σλ², Σλ⁴) = (Σ_u ‖X_u‖_F², Σ_u ‖X_u²‖_F²)`` over the blocks ``X_u`` (no eigenvalues; cached spectrum if any).
+        r"""``(Σλ², Σλ⁴)`` of ``K`` from the blocks, without eigenvalues (cached spectrum if any).
 
-        ``K_u`` and ``M_u = F_uᵀF_u`` share their nonzero eigenvalues, so the
-        sums are the same in either form; one block product per unit (BLAS-3),
-        cheaper than the eigenvalues (tridiagonalization is half BLAS-2).
+        *Derivation.* ``K = ⊕_u K_u`` with ``K_u = F_u F_uᵀ`` (``m × m``,
+        ``m = n·P`` rows) and ``M_u = F_uᵀ F_u`` (``f × f``, ``f`` the fan-in);
+        ``K_u`` and ``M_u`` have the same nonzero eigenvalues ``λ``. Let ``X_u``
+        be the smaller of the two (:attr:`form`), symmetric PSD. Then::
+
+            Σλ² = Σ_u tr(X_u²) = Σ_u ‖X_u‖_F²,
+            Σλ⁴ = Σ_u tr(X_u⁴) = Σ_u ‖X_u²‖_F²,     X_u² = X_u X_uᵀ (X_u symmetric).
+
+        Both products are symmetric rank-k updates (BLAS-3 ``syrk``, which
+        NumPy's matmul calls for ``Aᵀ @ A`` on one buffer): in fan-in form
+        ``X_u = F_uᵀF_u`` costs ``m·f²`` flops and ``X_u X_uᵀ`` another ``f³``
+        (``2mf²`` and ``2f³`` as general products); the two Frobenius norms
+        are dot products (``f²``). Per unit ``m f² + f³`` — GRU at H=256,
+        B=20, T=90: ``1800·783² + 783³ ≈ 1.6·10⁹`` flops, against
+        ``m²·f + m³ ≈ 8.4·10⁹`` on the trajectory side. In trajectory form
+        (``m < f``) ``X_u = K_u`` is assembled from the shared Grams,
+        ``Σ_s Gram_s ⊙ (E_s E_sᵀ)`` (``m²·Σ_s G_s``), and ``K_u K_uᵀ`` costs ``m³``.
+        Cheaper exact routes do not exist here in general: ``tr(X⁴)`` needs
+        one ``f × f`` symmetric product after ``X`` itself (a Cholesky factor
+        would save a third but ``M_u`` is singular for GRU: the ``r``/``z``
+        parts of its two biases give equal columns of ``F_u``), and the
+        eigenvalues cost ``≈ 4f³/3`` half in BLAS-2.
+        Rounding: each sum is of nonnegative terms computed by backward-stable
+        products, relative error ``O(m·ε)``.
         """
         if self._eig is not None:
             lam2 = self._eig ** 2
             return float(lam2.sum()), float(np.sum(lam2 * lam2))
 
         def one(u):
-            X = self.block(u)
-            X2 = X @ X
-            return float(np.sum(X * X)), float(np.sum(X2 * X2))
+            X = self.block(u)                  # syrk (F_uᵀF_u) or the Hadamard sum of Grams
+            X2 = X @ X.T                       # syrk: X² for the symmetric X
+            flat, flat2 = X.reshape(-1), X2.reshape(-1)
+            return float(flat @ flat), float(flat2 @ flat2)
         parts = self._map_units(one)
         return float(sum(p[0] for p in parts)), float(sum(p[1] for p in parts))
 
@@ -461,12 +570,37 @@ class KBlocks:
             raise ValueError(f"other: expected the layout {self.shape} with {self.units} units, "
                              f"got {other.shape} with {other.units}")
         same = other is self
+        n = self.shape[0] * self.shape[1]
+        d_bytes = 8 * n * self.parts * self.units * (max(s.d.shape[2] for s in self.sites) * len(self.sites)
+                                                     + (0 if same else max(s.d.shape[2] for s in other.sites)
+                                                        * len(other.sites)))
+        kernel_bytes = self._gram_bytes() + (0 if same else other._gram_bytes()) + d_bytes
+        fan_bytes = 8 * (self.rows * (self.fan_in + other.fan_in) + self.fan_in * other.fan_in)
+        limit = min(self.memory_limit, other.memory_limit)
+        if kernel_bytes > limit:
+            if fan_bytes > limit:
+                B, T, _ = self.shape
+                raise MemoryError(
+                    f"KBlocks.inner: the Gram route needs {kernel_bytes / 1024**2:.1f} MiB (activity Grams of "
+                    f"(B·T)² = ({B}·{T})² floats per site) and the fan-in route {fan_bytes / 1024**2:.1f} MiB "
+                    f"(factors of {self.rows} × fan-in {self.fan_in} and {other.fan_in}), both above the "
+                    f"memory_limit of {limit / 1024**2:.1f} MiB; pass a larger memory_limit (bytes)")
+            return self._inner_fan_in(other)
         GA, dA = self.grams(), self._stacked_d()
         GB, dB = (GA, dA) if same else (other.grams(), other._stacked_d())
         return float(_inner_kernel(GA, dA, GB, dB, same))
 
+    def _inner_fan_in(self, other):
+        """``Σ_u ⟨K_u, K'_u⟩_F = Σ_u tr(F_u F_uᵀ F'_u F'_uᵀ) = Σ_u ‖F_uᵀ F'_u‖_F²`` (no Grams; f × f' per unit)."""
+        def one(u):
+            F = self.factor(u)
+            C = F.T @ (F if other is self else other.factor(u))     # syrk when other is self
+            flat = C.reshape(-1)
+            return float(flat @ flat)
+        return float(sum(self._map_units(one)))
+
     def frobenius_sq(self):
-        """``‖K‖_F² = tr(K²) = Σλ²``."""
+        """``‖K‖_F² = tr(K²) = Σλ²`` (Gram kernel, or the fan-in route when the Grams do not fit: :meth:`inner`)."""
         return self.inner(self)
 
     # ------------------------------------------------------------ matrix-free product
@@ -487,7 +621,11 @@ class KBlocks:
         """Partial trace (``kind='partial_trace'``) or marginal sum of ``K`` over ``axes`` (indices of (B, T, S)).
 
         Returns a :class:`BlockDiagonalOperator`: one block per unit while the
-        hidden axis is kept, a single dense block otherwise.
+        hidden axis is kept, a single dense block otherwise. From ``K_u``
+        (the Grams, ``(B·T)²`` floats per site), or, in fan-in form when those
+        do not fit the memory limit, by the same contraction on ``F_u``
+        (``K_u = F_u F_uᵀ``, no Gram); a MemoryError naming the sizes when
+        neither fits.
         """
         check_choice("kind", kind, ("partial_trace", "marginal_sum"))
         check_choice("reduction", reduction, ("sum", "mean"))
@@ -512,12 +650,25 @@ class KBlocks:
         spec = f"{''.join(left)}{''.join(right)}->{''.join(out_l + out_r)}"
         kept_bt = tuple(sizes[a] for a in (0, 1) if a not in axes)
         m = prod(kept_bt) * (P if hidden_kept else 1)
-        check_memory("KBlocks.reduced", 8 * (m * m * (H if hidden_kept else 1) + 2 * self.rows ** 2),
-                     self.memory_limit)
+        result_bytes = 8 * m * m * (H if hidden_kept else 1)
+        gram_route = 8 * 2 * self.rows ** 2 + self._gram_bytes()
+        fan_route = 8 * (self.rows * self.fan_in + 2 * m * m)
+        use_factor = self.form == "fan_in" and result_bytes + gram_route > self.memory_limit \
+            and result_bytes + fan_route <= self.memory_limit
+        if use_factor:
+            # K_u[(b,t,p),(c,r,q)] = Σ_x F[b,t,p,x] F[c,r,q,x]: the same contraction on F_u, no Gram
+            lhs, rhs = spec.split("->")
+            spec = f"{lhs[:3]}x,{lhs[3:]}x->{rhs}"
+        else:
+            self._check_grams(f"KBlocks.reduced ({kind})", result_bytes + 8 * 2 * self.rows ** 2)
         blocks = np.zeros((H if hidden_kept else 1, m, m))
         for u in range(H):
-            Ku = self.trajectory_block(u).reshape(B, T, P, B, T, P)
-            R = np.einsum(spec, Ku).reshape(m, m)
+            if use_factor:
+                F4 = self.factor(u).reshape(B, T, P, self.fan_in)
+                R = np.einsum(spec, F4, F4, optimize=True).reshape(m, m)
+            else:
+                Ku = self.trajectory_block(u).reshape(B, T, P, B, T, P)
+                R = np.einsum(spec, Ku).reshape(m, m)
             if hidden_kept:
                 blocks[u] = R
             else:
@@ -541,6 +692,8 @@ class KBlocks:
         B, T, S = self.shape
         H, P = self.units, self.parts
         D = {a: np.zeros(((B, T, S)[a],) * 2) for a in axes}
+        if self.form == "fan_in":
+            check_memory("KBlocks.axis_grams", 8 * (2 * self.rows * self.fan_in + self.fan_in ** 2), self.memory_limit)
         for u in range(H):
             if self.form == "fan_in":
                 L = self.factor(u)

@@ -37,7 +37,8 @@ hooks directly, on arrays they have already checked.
 What checkers and diagnostics may assume about a cell is *declared* on its
 class, never inferred from its name or sizes: ``gate_names``,
 ``state_parts``, ``analytic``, ``has_weight_sites`` (with
-:meth:`Cell.weight_sites`) and ``has_continuous_adjoint`` (with
+:meth:`Cell.weight_sites`), ``has_unit_weight_sites`` (with the hook
+``Cell._unit_weight_sites``) and ``has_continuous_adjoint`` (with
 :meth:`Cell.continuous_adjoint`). The defaults claim nothing. The README's
 "Adding a cell" works a small custom cell through all of it.
 """
@@ -176,6 +177,10 @@ class Cell(abc.ABC):
     #: Whether :meth:`weight_sites` is implemented (the Kronecker form of K).
     has_weight_sites = False
 
+    #: Whether the hook :meth:`_unit_weight_sites` is implemented: every weight site's
+    #: ``D`` is diagonal per unit (K's per-unit blocks, :func:`kpref.analysis.unit_blocks`).
+    has_unit_weight_sites = False
+
     #: Whether :meth:`continuous_adjoint` is implemented (``linearize(...,
     #: adjoint='continuous')``).
     has_continuous_adjoint = False
@@ -217,6 +222,25 @@ class Cell(abc.ABC):
         """Hook of :meth:`weight_sites` (cells declaring ``has_weight_sites = True`` implement it)."""
         raise NotImplementedError(f"{type(self).__name__} declares has_weight_sites but does not implement "
                                   "_weight_sites(pt)")
+
+    def _unit_weight_sites(self, pt):
+        """Declared hook: the weight sites of :meth:`weight_sites` in per-unit form (cells with ``has_unit_weight_sites``).
+
+        The units are the ``U`` entries of each part of :attr:`state_parts`
+        (all parts have ``U`` entries): state entry ``p·U + u`` is part ``p``
+        of unit ``u``. A site's ``o = G·U`` pre-activation rows are ``G``
+        stacked gates, row ``q·U + u`` feeding unit ``u`` only. Returns a
+        list of ``(names, activity, d)`` in the order of :meth:`weight_sites`
+        (``pt`` already checked), ``d`` of shape (M, P, G, U)::
+
+            d[m, p, q, u] = D[m, p·U + u, q·U + u],   D[m, p·U + u, q·U + u'] = 0 for u ≠ u'.
+
+        A cell declares ``has_unit_weight_sites = True`` and implements this
+        hook only when that holds at every point; :func:`kpref.analysis.unit_blocks`
+        then never forms the dense ``D``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} declares has_unit_weight_sites but does not implement "
+                                  "_unit_weight_sites(pt)")
 
     def continuous_adjoint(self):
         """The continuous-adjoint strategy of this cell (an :class:`~kpref.operators.AdjointStrategy`).
@@ -549,3 +573,13 @@ class TorchConventionCell(Cell):
         b_hh = p["bias_hh"] if self.bias else zero
         return (np.ascontiguousarray(p["weight_ih"]), np.ascontiguousarray(p["weight_hh"]),
                 np.ascontiguousarray(b_ih), np.ascontiguousarray(b_hh))
+
+    def _unit_sites_from(self, pt, d_ih, d_hh):
+        """``[(names, activity, d)]`` of the two torch-convention sites: ``(W_ih, b_ih)`` reads ``[x, 1]``,
+        ``(W_hh, b_hh)`` reads ``[h, 1]`` (``h`` the first ``H`` state entries); ``d`` per unit (M, P, G, H)."""
+        h = pt.h[:, :self.hidden_size]
+        if self.bias:
+            ones = np.ones((pt.h.shape[0], 1))
+            return [(("weight_ih", "bias_ih"), np.hstack([pt.x, ones]), d_ih),
+                    (("weight_hh", "bias_hh"), np.hstack([h, ones]), d_hh)]
+        return [(("weight_ih",), pt.x.copy(), d_ih), (("weight_hh",), h.copy(), d_hh)]

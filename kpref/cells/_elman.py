@@ -152,6 +152,7 @@ class Elman(TorchConventionCell):
     """
 
     has_weight_sites = True
+    has_unit_weight_sites = True
 
     @property
     def analytic(self):
@@ -203,6 +204,11 @@ class Elman(TorchConventionCell):
             return [(("weight_ih", "bias_ih"), np.hstack([pt.x, ones]), D),
                     (("weight_hh", "bias_hh"), np.hstack([pt.h, ones]), D)]
         return [(("weight_ih",), pt.x.copy(), D), (("weight_hh",), pt.h.copy(), D)]
+
+    def _unit_weight_sites(self, pt):
+        """:meth:`_weight_sites` per unit: ``d`` (M, 1, 1, H) = ``φ'(pre-activation)`` for both sites."""
+        d = pt.cache[0][:, None, None, :]
+        return self._unit_sites_from(pt, d.copy(), d.copy())
 
     def _state_jacobian(self, pt):
         w_hh = self._view(pt.theta, "weight_hh")

@@ -240,6 +240,7 @@ class GRU(TorchConventionCell):
     gate_names = ("r", "z", "n")
     analytic = True
     has_weight_sites = True
+    has_unit_weight_sites = True
 
     def _step(self, theta, h, x):
         return _gru_step(*self._weights(theta), np.ascontiguousarray(h), np.ascontiguousarray(x))
@@ -309,6 +310,13 @@ class GRU(TorchConventionCell):
             return [(("weight_ih", "bias_ih"), np.hstack([pt.x, ones]), D_ih),
                     (("weight_hh", "bias_hh"), np.hstack([pt.h, ones]), D_hh)]
         return [(("weight_ih",), pt.x.copy(), D_ih), (("weight_hh",), pt.h.copy(), D_hh)]
+
+    def _unit_weight_sites(self, pt):
+        """:meth:`_weight_sites` per unit: ``d`` (M, 1, 3, H) = ``[c_r, c_z, d_n]`` (ih) and ``[c_r, c_z, c_n]`` (hh)."""
+        c_r, c_z, c_n, d_n, _ = pt.cache
+        d_ih = np.stack([c_r, c_z, d_n], axis=1)[:, None]
+        d_hh = np.stack([c_r, c_z, c_n], axis=1)[:, None]
+        return self._unit_sites_from(pt, d_ih, d_hh)
 
     def __repr__(self):
         return f"GRU(input_size={self.input_size}, hidden_size={self.hidden_size}, bias={self.bias})"

@@ -183,6 +183,7 @@ class _AffineCell(Cell):
 
     analytic = True
     has_weight_sites = True
+    has_unit_weight_sites = True
 
     def __init__(self, input_size, hidden_size, bias):
         bias = check_bool("bias", bias)
@@ -209,15 +210,22 @@ class _AffineCell(Cell):
             blocks["bias"] = db
         return self._pack_block(blocks, dw_hh.shape[0])
 
-    def _affine_sites(self, pt, activity_hh, scale):
+    def _affine_sites(self, pt, activity_hh, scale, unit=False):
         M, H = pt.h.shape
-        D = np.zeros((M, H, H))
-        idx = np.arange(H)
-        D[:, idx, idx] = scale
+        if unit:     # per unit (_unit_weight_sites): d (M, 1, 1, H)
+            D = np.full((M, 1, 1, H), float(scale))
+        else:
+            D = np.zeros((M, H, H))
+            idx = np.arange(H)
+            D[:, idx, idx] = scale
         if self.bias:
             return [(("weight_hh",), activity_hh, D),
                     (("weight_ih", "bias"), np.hstack([pt.x, np.ones((M, 1))]), D)]
         return [(("weight_hh",), activity_hh, D), (("weight_ih",), pt.x.copy(), D)]
+
+    def _unit_weight_sites(self, pt):
+        """:meth:`_weight_sites` per unit: ``D = scale · I``, so ``d`` (M, 1, 1, H) is ``scale`` everywhere."""
+        return self._weight_sites(pt, unit=True)
 
 
 class LeakyRNN(_AffineCell):
@@ -272,9 +280,9 @@ class LeakyRNN(_AffineCell):
         A[:, idx, idx] += 1.0 - self.alpha
         return A
 
-    def _weight_sites(self, pt):
+    def _weight_sites(self, pt, unit=False):
         """Weight sites ``(names, activity, D)`` of K's Kronecker form: ``W`` reads ``tanh(h)``, ``(U, b)`` reads ``[x, 1]``, ``D = α I``."""
-        return self._affine_sites(pt, pt.cache[0].copy(), self.alpha)
+        return self._affine_sites(pt, pt.cache[0].copy(), self.alpha, unit)
 
     def __repr__(self):
         return (f"LeakyRNN(input_size={self.input_size}, hidden_size={self.hidden_size}, "
@@ -327,9 +335,9 @@ class Linear(_AffineCell):
         w = self._view(pt.theta, "weight_hh")
         return np.ascontiguousarray(np.broadcast_to(w, (pt.num_rows,) + w.shape))
 
-    def _weight_sites(self, pt):
+    def _weight_sites(self, pt, unit=False):
         """Weight sites ``(names, activity, D)`` of K's Kronecker form: ``W`` reads ``h``, ``(U, b)`` reads ``[x, 1]``, ``D = I``."""
-        return self._affine_sites(pt, pt.h.copy(), 1.0)
+        return self._affine_sites(pt, pt.h.copy(), 1.0, unit)
 
     def __repr__(self):
         return f"Linear(input_size={self.input_size}, hidden_size={self.hidden_size}, bias={self.bias})"

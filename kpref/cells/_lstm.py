@@ -237,6 +237,7 @@ class LSTM(TorchConventionCell):
     state_blocks = 2
     analytic = True
     has_weight_sites = True
+    has_unit_weight_sites = True
 
     @property
     def state_parts(self):
@@ -312,6 +313,21 @@ class LSTM(TorchConventionCell):
             return [(("weight_ih", "bias_ih"), np.hstack([pt.x, ones]), D),
                     (("weight_hh", "bias_hh"), np.hstack([h, ones]), D)]
         return [(("weight_ih",), pt.x.copy(), D), (("weight_hh",), np.ascontiguousarray(h), D)]
+
+    def _unit_weight_sites(self, pt):
+        """:meth:`_weight_sites` per unit: ``d`` (M, 2, 4, H), part ``h`` (0) and ``c`` (1), gates i, f, g, o."""
+        act, tc = pt.cache
+        M = pt.h.shape[0]
+        H = self.hidden_size
+        i, f, g, o = act[:, :H], act[:, H:2 * H], act[:, 2 * H:3 * H], act[:, 3 * H:]
+        c = pt.h[:, H:]
+        dh_dc = o * (1.0 - tc * tc)
+        d = np.zeros((M, 2, 4, H))
+        for q, dq in enumerate((i * (1.0 - i) * g, f * (1.0 - f) * c, i * (1.0 - g * g))):   # ∂c'/∂a_{i,f,g}
+            d[:, 1, q] = dq
+            d[:, 0, q] = dh_dc * dq
+        d[:, 0, 3] = o * (1.0 - o) * tc
+        return self._unit_sites_from(pt, d, d.copy())
 
     def __repr__(self):
         return f"LSTM(input_size={self.input_size}, hidden_size={self.hidden_size}, bias={self.bias})"

@@ -413,14 +413,24 @@ class Linearization:
         """K's per-unit blocks (:class:`kpref.analysis.KBlocks`), built once and cached.
 
         See :func:`kpref.analysis.unit_blocks` (the derivation is in its
-        docstring). Raises ``NotImplementedError`` naming the cell when K has
-        no per-unit block structure (ODE cells, user vector fields, a cell
-        whose weight sites couple units).
+        docstring). ``memory_limit`` (bytes, checked like every
+        ``memory_limit``; default ``lin.memory_limit``) bounds the build's
+        site arrays (checked before they are allocated) and every dense array
+        the returned blocks form later; the cached blocks keep
+        ``lin.memory_limit`` and another limit gets a view of them under it.
+
+        Raises ``NotImplementedError`` naming the cell when K has no per-unit
+        block structure (ODE cells, user vector fields, a cell whose weight
+        sites couple units); ``MemoryError`` when the site arrays exceed
+        the limit.
         """
+        limit = self.memory_limit if memory_limit is None else check_memory_limit(memory_limit)
         if self._k_blocks is None:
             from ..analysis._unit_blocks import unit_blocks
-            self._k_blocks = unit_blocks(self, memory_limit=memory_limit)
-        return self._k_blocks
+            kb = unit_blocks(self, memory_limit=limit)
+            self._k_blocks = kb if limit == self.memory_limit else kb.with_memory_limit(self.memory_limit)
+        kb = self._k_blocks
+        return kb if limit == kb.memory_limit else kb.with_memory_limit(limit)
 
     @property
     def K_kronecker(self):

@@ -1,40 +1,51 @@
-"""Benchmark of K's per-unit blocks against today's routes, in one run (issue 17).
+"""Benchmark of K's per-unit blocks and the new block Lanczos against the routes before issue 17, in one run.
 
-Run (paper size: GRU H=256, B=20, T=90, N=3; several minutes):
+Paper size (GRU H=256, B=20, T=90, N=3; several minutes; run it on a quiet machine):
 
-    OPENBLAS_NUM_THREADS=1 nice -n 10 python validation/benchmarks/bench_kblocks.py --workers 2
+    OPENBLAS_NUM_THREADS=1 python validation/benchmarks/bench_kblocks.py --workers 2
 
-Smoke test (small network):
+Small check (GRU H=32, B=4, T=30; seconds):
 
-    python validation/benchmarks/bench_kblocks.py --quick
+    OPENBLAS_NUM_THREADS=1 python validation/benchmarks/bench_kblocks.py --small
 
-Prints one table comparing, on one linearization:
+Block-size measurement for the NTK's top-k (medium size, H=64):
 
-* the exact full spectrum of K through its blocks (kpref.analysis.spectrum,
-  method='auto' → blocks), and the exact effective rank of K through them,
-  against the Hutch++ effective rank (n_probes products, today's route at this
-  size) — with the exact value's distance from the estimate in units of the
-  estimate's own error bar;
-* the top-k eigenvalues of K by thick-restart block Lanczos on the
-  matrix-free K (today's route; orthogonalization='cgs2', the route before
-  issue 17), and their agreement with the block route;
-* the top-k eigenvalues of the NTK by block Lanczos before ('cgs2': two full
-  Gram–Schmidt passes and an SVD per block) and after ('local+1': local
-  orthogonalization, one full reorthogonalization pass, Cholesky QR twice).
+    OPENBLAS_NUM_THREADS=1 python validation/benchmarks/bench_kblocks.py --hidden 64 --batch 8 --time 60 \\
+        --only-ntk --ntk-block-sizes 1 2 3 4 6 10
 
-Every route is timed in the same process, one after another, so the routes
-are compared under the same load. On a shared machine the absolute figures
-are not those of a quiet one: say so when quoting them. With
-``OPENBLAS_NUM_THREADS=1`` and ``--workers 2`` the per-block factorizations
-run on two threads; multi-threaded BLAS with worker threads oversubscribes
-the cores.
+Prints ONE table, every row measured in this process one after another on
+one linearization (so old and new routes share the machine's load):
+
+old (the routes before issue 17)
+  * K top-k eigenvalues by block Lanczos on the matrix-free ``lin.K``
+    (``orthogonalization='cgs2'``: two full classical Gram–Schmidt passes and
+    an SVD per block, one more product for the final residuals, no locking,
+    block size ``min(max(⌈k/2⌉, 4), 32)``, basis ``max(k + 3b, 6k)``);
+  * K effective rank by Hutch++ (``--probes`` products), with its error bar;
+  * NTK top-k eigenvalues by the same old block Lanczos settings.
+new
+  * the build of K's blocks (``lin.K_blocks()``, from the hook ``cell._unit_weight_sites``);
+  * K's exact full spectrum through the blocks;
+  * K's exact effective rank, cold: ``analysis.effective_rank(lin.K)`` on a
+    fresh linearization (build + power sums, the public call);
+  * NTK top-k eigenvalues by block Lanczos with today's defaults
+    (``'local+1'``: local + one full reorthogonalization pass, Cholesky QR
+    twice, locking of converged Ritz pairs, ``A V`` kept, block size
+    ``min(max(⌈k/10⌉, 3), 32)``, basis ``max(k + 3b, 4k)``).
+
+Each result column says what was computed and how the routes agree (the
+exact effective rank in units of the Hutch++ error bar; Lanczos eigenvalues
+against the blocks or against each other, relative to λ₁). With
+``OPENBLAS_NUM_THREADS=1`` and ``--workers 2`` the per-unit block work runs on
+two threads; multi-threaded BLAS together with worker threads oversubscribes
+the cores. On a shared machine the absolute figures are not a quiet
+machine's: say so when quoting them.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
 
@@ -44,9 +55,15 @@ from kpref import analysis
 from bench_analysis import CountingOperator, timed
 
 
+def _old_settings(k):
+    """The block Lanczos of before issue 17: its default block size and basis, 'cgs2', no locking."""
+    b = min(max(-(-k // 2), 4), 32)
+    return dict(orthogonalization="cgs2", locking=False, block_size=b, max_basis=max(k + 3 * b, 6 * k))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="small network (H=32, B=4, T=20)")
+    ap.add_argument("--small", action="store_true", help="small network (H=32, B=4, T=30)")
     ap.add_argument("--cell", choices=("gru", "elman", "lstm"), default="gru")
     ap.add_argument("--hidden", type=int, default=None)
     ap.add_argument("--batch", type=int, default=None)
@@ -55,86 +72,96 @@ def main(argv=None):
     ap.add_argument("--k", type=int, default=20, help="number of top eigenvalues")
     ap.add_argument("--probes", type=int, default=100, help="Hutch++ products")
     ap.add_argument("--tol", type=float, default=1e-10, help="Lanczos relative residual tolerance")
-    ap.add_argument("--workers", type=int, default=1, help="threads for the per-block factorizations")
-    ap.add_argument("--skip-k-lanczos", action="store_true", help="skip today's block Lanczos on K")
+    ap.add_argument("--workers", type=int, default=1, help="threads for the per-unit block work")
+    ap.add_argument("--skip-k-lanczos", action="store_true", help="skip the old block Lanczos on K")
     ap.add_argument("--only-ntk", action="store_true", help="only the NTK rows")
     ap.add_argument("--ntk-block-sizes", type=int, nargs="*", default=[],
-                    help="extra 'after' rows for the NTK with these Lanczos block sizes (default block: "
-                         "min(max(⌈k/2⌉, 4), 32))")
+                    help="extra new-route NTK rows with these Lanczos block sizes")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    H = args.hidden or (32 if args.quick else 256)
-    B = args.batch or (4 if args.quick else 20)
-    T = args.time or (20 if args.quick else 90)
+    H = args.hidden or (32 if args.small else 256)
+    B = args.batch or (4 if args.small else 20)
+    T = args.time or (30 if args.small else 90)
     N = args.input
     Cell = {"gru": kpref.GRU, "elman": kpref.Elman, "lstm": kpref.LSTM}[args.cell]
     cell = Cell(input_size=N, hidden_size=H)
     rng = np.random.default_rng(args.seed)
-    lin, t_lin = timed(lambda: kpref.linearize(cell, cell.init_params(rng), rng.standard_normal((B, T, N))))
-    n = lin.size
+    theta, x = cell.init_params(rng), rng.standard_normal((B, T, N))
+    lin, t_lin = timed(lambda: kpref.linearize(cell, theta, x))
+    n, k = lin.size, args.k
     print(f"{Cell.__name__} H={H} B={B} T={T} N={N}: trajectory space n={n}, p={cell.num_params} "
           f"(float64, {os.cpu_count()} cores, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, "
           f"workers={args.workers}; load average {os.getloadavg()[0]:.1f} at start)")
     print(f"linearize: {t_lin:.2f} s")
-    head = f"{'task':<46} {'time':>9} {'columns':>8}  result"
+    head = f"{'route':<4} {'task':<54} {'time':>9} {'columns':>8}  result"
     print()
     print(head)
-    print("-" * (len(head) + 40))
+    print("-" * (len(head) + 50))
+    times = {}
 
-    def row(task, seconds, columns, result):
-        print(f"{task:<46} {seconds:8.2f}s {columns:>8}  {result}", flush=True)
+    def row(route, task, seconds, columns, result, key=None):
+        if key:
+            times[key] = seconds
+        print(f"{route:<4} {task:<54} {seconds:8.2f}s {columns:>8}  {result}", flush=True)
 
+    def lanczos(op, **kw):
+        c = CountingOperator(op)
+        res, t = timed(lambda: analysis.block_lanczos(c.matmat, n, k, "LA", tol=args.tol, rng=args.seed, **kw))
+        return res, t, c.columns
+
+    old_kw = _old_settings(k)
+    top = None
     if not args.only_ntk:
-        kb, t = timed(lambda: analysis.unit_blocks(lin))
+        # ---- new: K through its blocks
+        kb, t = timed(lambda: lin.K_blocks())
         kb.workers = args.workers
-        row(f"K blocks: build ({kb.units} × {kb.form} {kb.block_size})", t, 0, repr(kb))
-        lam, t_full = timed(lambda: kb.eigenvalues())
-        row("K exact full spectrum (blocks)", t_full, 0,
-            f"{lam.size} eigenvalues, λ1={lam[0]:.6e}, λ{args.k}={lam[args.k - 1]:.6e}, rank {int(np.sum(lam > 1e-12 * lam[0]))}")
-        fresh = analysis.KBlocks(kb.shape, kb.units, kb.sites, cell_name=kb.cell_name)
-        fresh.workers = args.workers
+        row("new", f"K blocks: build ({kb.units} × {kb.form} {kb.block_size})", t, 0, repr(kb), "build")
+        lam, t = timed(lambda: kb.eigenvalues())
+        top = lam[:k]
+        row("new", "K exact full spectrum (blocks)", t, 0,
+            f"{lam.size} eigenvalues, λ1={lam[0]:.6e}, λ{k}={lam[k - 1]:.6e}, rank "
+            f"{int(np.sum(lam > 1e-12 * lam[0]))}", "spectrum")
+        cold = kpref.linearize(cell, theta, x)        # fresh caches: build + power sums, the public call
 
         def erank_cold():
-            s2, s4 = fresh.power_sums()
-            return s2 * s2 / s4
+            cold.K_blocks().workers = args.workers
+            return analysis.effective_rank(cold.K)
 
         erank, t = timed(erank_cold)
         lam2 = lam ** 2
-        row("K exact effective rank (blocks, cold)", t, 0,
-            f"{erank:.4f}; from the spectrum {lam2.sum() ** 2 / np.sum(lam2 * lam2):.4f}")
-        lin.K_blocks().workers = args.workers    # lin's own (cached) blocks, used by analysis.* on lin.K below
-        (pr, t) = timed(lambda: analysis.participation_ratio(lin.K))
-        row("K exact participation ratio (trace+Frobenius)", t, 0, f"{pr:.4f}  (tr K)²/‖K‖_F², no eigenvalues")
+        row("new", "K exact effective rank (cold: build + power sums)", t, 0,
+            f"{erank:.4f}; from the spectrum {lam2.sum() ** 2 / np.sum(lam2 * lam2):.4f}", "erank")
+        # ---- old: Hutch++ and block Lanczos on the matrix-free K
         c = CountingOperator(lin.K)
-        (est, err), t = timed(lambda: analysis.effective_rank(c, "hutch++", args.probes, args.seed, return_error=True))
-        row(f"K effective rank (Hutch++ {args.probes}, today)", t, c.columns,
-            f"{est:.4f} ± {err:.4f}; exact is {abs(est - erank) / err:.2f} error bars away")
-        top = lam[:args.k]
+        (est, err), t = timed(lambda: analysis.effective_rank(c, "hutch++", args.probes, args.seed,
+                                                              return_error=True))
+        row("old", f"K effective rank (Hutch++ {args.probes})", t, c.columns,
+            f"{est:.4f} ± {err:.4f}; exact is {abs(est - erank) / err:.2f} error bars away", "hutch")
         if not args.skip_k_lanczos:
-            c = CountingOperator(lin.K)
-            res, t = timed(lambda: analysis.block_lanczos(c.matmat, n, args.k, "LA", tol=args.tol, rng=args.seed,
-                                                          orthogonalization="cgs2"))
-            row(f"K top-{args.k} eig (block Lanczos, today)", t, c.columns,
-                f"λ1={res.values[0]:.6e}; max |Δλ|/λ1 vs blocks {np.abs(res.values - top).max() / top[0]:.1e}")
-    times = {}
-    values = {}
-    for orth in ("cgs2", "local+1"):
-        c = CountingOperator(lin.NTK)
-        res, t = timed(lambda: analysis.block_lanczos(c.matmat, n, args.k, "LA", tol=args.tol, rng=args.seed,
-                                                      orthogonalization=orth))
-        times[orth], values[orth] = t, res.values
-        label = "before: 2 CGS passes + SVD" if orth == "cgs2" else "after: local + 1 pass, CholQR2"
-        row(f"NTK top-{args.k} eig ({label})", t, c.columns,
-            f"λ1={res.values[0]:.6e}, λ{args.k}={res.values[-1]:.6e}, {res.n_restarts} restarts")
+            res, t, cols = lanczos(lin.K, **old_kw)
+            row("old", f"K top-{k} eig (block Lanczos, cgs2, b={old_kw['block_size']})", t, cols,
+                f"λ1={res.values[0]:.6e}; max |Δλ|/λ1 vs blocks {np.abs(res.values - top).max() / top[0]:.1e}",
+                "k_lanczos")
+    # ---- NTK: old settings, new defaults, optional block sizes
+    res_old, t, cols = lanczos(lin.NTK, **old_kw)
+    ref = res_old.values
+    row("old", f"NTK top-{k} eig (cgs2 + SVD, b={old_kw['block_size']}, no locking)", t, cols,
+        f"λ1={ref[0]:.6e}, λ{k}={ref[-1]:.6e}, {res_old.n_restarts} restarts", "ntk_old")
+    res, t, cols = lanczos(lin.NTK)
+    row("new", f"NTK top-{k} eig (defaults: local+1, CholQR2, locking)", t, cols,
+        f"max |Δλ|/λ1 vs old {np.abs(res.values - ref).max() / ref[0]:.1e}; {res.n_restarts} restarts, "
+        f"{res.n_locked} locked; {t / times['ntk_old']:.2f} of old", "ntk_new")
     for bs in args.ntk_block_sizes:
-        c = CountingOperator(lin.NTK)
-        res, t = timed(lambda: analysis.block_lanczos(c.matmat, n, args.k, "LA", tol=args.tol, rng=args.seed,
-                                                      block_size=bs))
-        d = np.abs(res.values - values["cgs2"]).max() / values["cgs2"][0]
-        row(f"NTK top-{args.k} eig (after, block size {bs})", t, c.columns,
-            f"λ1={res.values[0]:.6e}; max |Δλ|/λ1 vs before {d:.1e}; {t / times['cgs2']:.2f} of before")
-    d = np.abs(values["cgs2"] - values["local+1"]).max() / values["cgs2"][0]
-    print(f"\nNTK after/before time: {times['local+1'] / times['cgs2']:.2f}; max |Δλ|/λ1 between them {d:.1e}")
+        res, t, cols = lanczos(lin.NTK, block_size=bs)
+        row("new", f"NTK top-{k} eig (local+1, locking, b={bs})", t, cols,
+            f"max |Δλ|/λ1 vs old {np.abs(res.values - ref).max() / ref[0]:.1e}; {res.n_restarts} restarts, "
+            f"{res.n_locked} locked; {t / times['ntk_old']:.2f} of old")
+    print()
+    if "erank" in times:
+        print(f"K effective rank: exact (cold) {times['erank']:.2f} s against Hutch++ {times['hutch']:.2f} s")
+    if "k_lanczos" in times:
+        print(f"K top-{k}: full spectrum {times['spectrum']:.2f} s against Lanczos top-{k} {times['k_lanczos']:.2f} s")
+    print(f"NTK top-{k}: new/old time {times['ntk_new'] / times['ntk_old']:.2f}")
     print("(columns: operator columns applied; every route timed in this one process, one after another)")
 
 
