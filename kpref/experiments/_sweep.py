@@ -90,7 +90,7 @@ from .. import analysis
 from .. import tasks as _tasks
 from .. import training as _training
 from ..training import pool_batches
-from .._checks import check_choice, check_positive_float, check_positive_int
+from .._checks import check_choice, check_positive_float, check_positive_int, check_real
 from ..cells import simulate
 from ..operators._linearization import linearize
 from ..training._train import train
@@ -326,7 +326,14 @@ def trivial_loss(target, mask=None):
 
 
 def did_not_learn(final_loss, trivial):
-    """``final_loss ≥ 0.5 × trivial`` (the flag of the summary)."""
+    """``final_loss ≥ 0.5 × trivial`` (the flag of the summary).
+
+    ``final_loss`` a finite real ≥ 0 (a mean squared error), ``trivial`` the loss of the trivial
+    predictor, finite and > 0; anything else is refused naming the argument (a NaN loss would
+    otherwise read as "learned").
+    """
+    final_loss = check_real("final_loss", final_loss, minimum=0.0)
+    trivial = check_positive_float("trivial", trivial)
     return bool(final_loss >= DID_NOT_LEARN_FRACTION * trivial)
 
 
