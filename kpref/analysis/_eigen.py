@@ -84,7 +84,7 @@ def register_eigen_method(name, fn):
     The residuals and the sign convention are applied by :func:`eigenpairs`
     to whatever the route returns, so a wrong route shows in ``residuals``.
     """
-    if not isinstance(name, str) or name in ("auto",) or name in EIGEN_METHODS:
+    if not isinstance(name, str) or not name or name in ("auto",) or name in EIGEN_METHODS:
         raise ValueError(f"name: expected a new method name, got {name!r} (taken: {sorted(EIGEN_METHODS)})")
     if not callable(fn):
         raise TypeError(f"fn: expected a callable, got {type(fn).__name__}")

@@ -115,6 +115,9 @@ def symmetric_residual(u, w, Au, Aw):
     rounding error is that of the unit-vector inner products, ``~ n ε``,
     whatever the scale of the data. 0 when both products vanish.
     """
+    u, w = as_real_array("u", u), as_real_array("w", w)
+    Au = as_real_array("Au", Au, w.shape)      # A u lives where w does, Aᴴ w where u does
+    Aw = as_real_array("Aw", Aw, u.shape)
     nu, nw, na, nb = _norm(u), _norm(w), _norm(Au), _norm(Aw)
     # the products ‖A u‖‖w‖ and ‖u‖‖Aᴴ w‖ as mantissa · 2^exponent: exact power-of-two scaling, no
     # under/overflow, and no rounding beyond the mantissa product (logarithms would lose ~|log| ε)
@@ -250,7 +253,10 @@ def taylor_test(f, x, dx, derivative, *, h0=None, n_steps=18, floor=None, linear
     dx = as_real_array("dx", dx, x.shape)
     if not callable(f):
         raise TypeError(f"f: expected a callable, got {type(f).__name__}")
-    n_steps = check_positive_int("n_steps", n_steps, minimum=4)
+    # from the largest float (2**1024) to the smallest subnormal (2**-1074) there are 2098 halvings: more
+    # steps are all h = 0 (no remainder to measure)
+    n_steps = check_positive_int("n_steps", n_steps, minimum=4, maximum=2098,
+                                 why="h0 / 2**n_steps underflows to 0 beyond 2098 halvings of any float")
     linear_ok = check_bool("linear_ok", linear_ok)
     f0 = _value("f(x)", f(x.copy()), None)
     d = as_real_array("derivative", derivative, allow_empty=True)
