@@ -27,8 +27,12 @@ __all__ = [
     "as_real_or_complex_array",
     "check_positive_int",
     "check_positive_float",
+    "check_real",
+    "check_callable",
     "check_choice",
     "check_memory",
+    "physical_memory",
+    "MAX_RANDOM_DRAWS",
     "check_memory_limit",
     "check_size_memory",
     "check_finite_result",
@@ -40,6 +44,14 @@ __all__ = [
 
 #: Largest integer any size, count or index argument may take.
 MAX_INT = 2**62
+
+#: Largest number of independent random draws (dot-test pairs, probe vectors of a checker, simulated
+#: trials) a loop of kpref runs. The count drives a loop, not an allocation, so no memory check bounds it.
+#: At this size a random check misses a defect visible in a fraction f >= 1e-5 of random directions with
+#: probability (1 - f)**MAX_RANDOM_DRAWS < e**-10, and a rate estimated from the draws has a standard error
+#: <= 0.5 / sqrt(MAX_RANDOM_DRAWS) = 5e-4; more draws add nothing a user can act on, and each costs at least
+#: one product or one simulated system (10**15 draws would run for years: the old behaviour, a hang).
+MAX_RANDOM_DRAWS = 10**6
 
 #: Default limit, in bytes, for any dense materialization (callers may raise it).
 DEFAULT_MEMORY_LIMIT = 2 * 1024**3
@@ -151,13 +163,19 @@ def as_real_or_complex_array(name, a, shape=None, dims=None):
     return as_real_array(name, arr, shape, dims)
 
 
-def check_positive_int(name, value, *, minimum=1):
-    """Return ``value`` as an int, refusing bools, floats and values below ``minimum``."""
+def check_positive_int(name, value, *, minimum=1, maximum=None, why=None):
+    """Return ``value`` as an int, refusing bools, floats and values below ``minimum``.
+
+    ``maximum`` (with ``why``, the reason printed in the message) bounds a count
+    that drives a loop rather than an allocation, such as :data:`MAX_RANDOM_DRAWS`.
+    """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}: expected an integer >= {minimum}, got {value!r} ({type(value).__name__})")
     value = operator.index(value)
     if value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name}: expected an integer <= {maximum}" + (f" ({why})" if why else "") + f", got {value}")
     if value > MAX_INT:
         # no array axis, count or index can be this large (NumPy sizes are int64); refuse before any arithmetic
         raise ValueError(f"{name}: expected an integer <= 2**62, got {value}")
@@ -175,6 +193,28 @@ def check_positive_float(name, value, *, upper=None, upper_inclusive=True):
         if (value > upper) if upper_inclusive else (value >= upper):
             interval = f"(0, {upper}]" if upper_inclusive else f"(0, {upper})"
             raise ValueError(f"{name}: expected a number in {interval}, got {value}")
+    return value
+
+
+def check_real(name, value, *, minimum=None):
+    """Return ``value`` as a finite float (``>= minimum`` if given); bools, strings, complex, None refused.
+
+    The scalar counterpart of :func:`as_real_array` for real-valued (not only
+    positive) scalars: a distance, a shift, a loss.
+    """
+    bound = "" if minimum is None else f" >= {minimum}"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number{bound}, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not np.isfinite(value) or (minimum is not None and value < minimum):
+        raise ValueError(f"{name}: expected a finite number{bound}, got {value}")
+    return value
+
+
+def check_callable(name, value, what="a callable"):
+    """Return ``value`` if it is callable, else a ``TypeError`` naming ``name`` (``what`` says which signature)."""
+    if not callable(value):
+        raise TypeError(f"{name}: expected {what}, got {value!r:.60} ({type(value).__name__})")
     return value
 
 
@@ -235,6 +275,20 @@ def check_memory(what, nbytes, limit, *, name="memory_limit"):
             f"{limit / 1024**2:.1f} MiB; pass a larger memory_limit (in bytes) to allow it, "
             "or use the matrix-free operator"
         )
+
+
+def physical_memory():
+    """Bytes of RAM of this machine, or ``None`` where the OS does not say (POSIX ``sysconf``).
+
+    The bound for an index that only makes sense inside an array in memory:
+    a larger array cannot exist, whatever ``memory_limit`` a caller chose.
+    """
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):     # pragma: no cover - non-POSIX
+        return None
 
 
 def check_finite_result(what, arr, hint=""):

@@ -105,5 +105,5 @@ def test_jax_backend_refuses_bad_input():
         backend(gru_step, params, x, cell=cell, dtype="float16")
     with pytest.raises(TypeError, match="step: expected a JAX step function"):
         backend("gru", params, x, cell=cell)
-    with pytest.raises(ValueError, match=r"x: expected shape \(B, T, 3\)"):
+    with pytest.raises(ValueError, match=r"x: expected shape \(\*, \*, 3\) with N=3"):
         backend(gru_step, params, x[..., :2], cell=cell)

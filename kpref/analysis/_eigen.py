@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import check_choice, check_positive_float, check_positive_int
+from .._checks import as_generator, check_choice, check_positive_float, check_positive_int
 from ..operators._input import as_operator, materialize, symmetric_part_checked
 from ._spectral import DENSE_MAX_SIZE, _WHICH, _check_k, _order, block_lanczos
 
@@ -84,7 +84,7 @@ def register_eigen_method(name, fn):
     The residuals and the sign convention are applied by :func:`eigenpairs`
     to whatever the route returns, so a wrong route shows in ``residuals``.
     """
-    if not isinstance(name, str) or name in ("auto",) or name in EIGEN_METHODS:
+    if not isinstance(name, str) or not name or name in ("auto",) or name in EIGEN_METHODS:
         raise ValueError(f"name: expected a new method name, got {name!r} (taken: {sorted(EIGEN_METHODS)})")
     if not callable(fn):
         raise TypeError(f"fn: expected a callable, got {type(fn).__name__}")
@@ -138,6 +138,7 @@ def eigenpairs(op, k=None, *, shape=None, which="LA", method="auto", tol=1e-10, 
     check_choice("which", which, _WHICH)
     check_choice("method", method, ("auto",) + tuple(EIGEN_METHODS))
     tol = check_positive_float("tol", tol)
+    rng = as_generator(rng)     # checked on every route (the dense one draws nothing)
     if method == "auto":
         method = "dense" if (k is None or n <= DENSE_MAX_SIZE) else "lanczos"
     if k is None and method != "dense":
@@ -181,6 +182,7 @@ def singular_triplets(op, k=None, *, in_shape=None, out_shape=None, method="auto
     ishape = _vector_shape(op, in_shape, n_in, "in_shape")
     check_choice("method", method, ("auto", "dense", "lanczos"))
     tol = check_positive_float("tol", tol)
+    rng = as_generator(rng)     # checked on every route (the dense one draws nothing)
     if method == "auto":
         method = "dense" if (k is None or small <= DENSE_MAX_SIZE) else "lanczos"
     if k is None and method != "dense":

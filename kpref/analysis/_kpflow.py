@@ -45,7 +45,7 @@ from math import prod
 
 import numpy as np
 
-from .._checks import as_real_array, check_choice, check_positive_float
+from .._checks import as_real_array, check_choice, check_memory, check_memory_limit, check_positive_float
 from ..operators._input import as_operator, column_blocks, identity_block, stream_block_size
 from ..operators._named import NamedOperator
 from ._partial_trace import _axis_index, _check_shape
@@ -104,8 +104,10 @@ def reduced_gram(op, shape, keep, reduction="partial_trace", *, memory_limit=Non
     shape = _check_shape(shape, chk.shape[0])
     keep = kept_axes(keep, len(shape))
     check_choice("reduction", reduction, REDUCTIONS)
+    memory_limit = check_memory_limit(memory_limit)
     n_kept = prod(shape[i] for i in keep)
     n_out, n_in = chk.shape
+    check_memory("reduced_gram", 8 * n_kept * n_kept, memory_limit)     # the dense D
     D = np.zeros((n_kept, n_kept))
     block = stream_block_size(n_out, n_in, memory_limit, copies=3)
     for start, stop in column_blocks(n_in, block):
@@ -135,6 +137,7 @@ def operator_effective_rank(op, shape=None, keep=None, q=0.95, reduction="partia
         The smallest ``r`` with ``Σ_{i≤r} λ_i(D) ≥ q tr D`` (module notes).
     """
     q = check_positive_float("q", q, upper=1.0)
+    memory_limit = check_memory_limit(memory_limit)
     if keep is None:
         if shape is not None:
             _check_shape(shape, as_operator("op", op).shape[0])

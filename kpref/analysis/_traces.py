@@ -68,7 +68,7 @@ import scipy.linalg
 import scipy.linalg.lapack
 
 from .._checks import as_generator, check_choice, check_memory_limit, check_positive_int, check_size_memory
-from ..operators._input import as_operator, column_blocks, identity_block, stream_block_size
+from ..operators._input import CheckedOperator, as_operator, column_blocks, identity_block, stream_block_size
 from ._unit_blocks import structure_of
 
 __all__ = ["trace", "frobenius_norm", "alignment", "TraceEstimate", "RANDOMIZED_METHODS"]
@@ -104,11 +104,25 @@ class TraceTarget:
     """
 
     def __init__(self, dim, matmat=None, factor=None, factor_adjoint=None):
+        dim = check_positive_int("dim", dim)
+        # one probe vector of length dim must fit: a larger M cannot be probed at all
+        check_size_memory(f"dim={dim}", 8 * dim, what="one probe vector")
+        for arg, fn in (("matmat", matmat), ("factor", factor), ("factor_adjoint", factor_adjoint)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{arg}: expected a callable X (n, k) -> (n, k) or None, got {type(fn).__name__}")
+        gram = factor is not None or factor_adjoint is not None
+        if gram and (factor is None or factor_adjoint is None):
+            missing = "factor_adjoint" if factor_adjoint is None else "factor"
+            raise TypeError(f"{missing}: expected a callable (the Gram form M = CᵀC needs factor and "
+                            "factor_adjoint), got None")
+        if gram == (matmat is not None):
+            raise TypeError("matmat: expected exactly one form of M, matmat (M given by its product) or "
+                            f"factor/factor_adjoint (M = CᵀC), got {'both' if gram else 'neither'}")
         self.dim = dim
         self._matmat = matmat
         self.factor = factor
         self.factor_adjoint = factor_adjoint
-        self.is_gram = factor is not None
+        self.is_gram = gram
 
     def apply(self, X):
         if self.is_gram:
@@ -117,7 +131,20 @@ class TraceTarget:
 
 
 def rademacher(rng, n, k):
-    """``n × k`` Rademacher test vectors (entries ±1, float64)."""
+    """``n × k`` Rademacher test vectors (entries ±1, float64).
+
+    ``rng``: ``None``, an int seed or a ``numpy.random.Generator``; ``n``, ``k``:
+    positive ints whose block (and its int64 draw) fits the default memory limit.
+    """
+    rng = as_generator(rng)
+    n = check_positive_int("n", n)
+    k = check_positive_int("k", k)
+    check_size_memory(f"n={n}, k={k}", 2 * 8 * n * k, what="the test vectors (and their int64 draw)")
+    return _rademacher(rng, n, k)
+
+
+def _rademacher(rng, n, k):
+    """:func:`rademacher` on checked arguments (the estimators' inner use)."""
     return rng.integers(0, 2, size=(n, k)).astype(np.float64) * 2.0 - 1.0
 
 
@@ -127,9 +154,27 @@ def _mean_and_error(samples):
     return float(np.mean(samples)), err
 
 
+def _check_estimator(method, target, n_probes, rng):
+    """Check a public estimator's arguments; return ``(n_probes, generator)``.
+
+    ``target`` must be a :class:`TraceTarget`, ``n_probes`` an int of at least
+    the method's minimum (its sample variance needs two samples), ``rng``
+    ``None``, a seed or a Generator; the probe blocks (about three
+    ``dim × n_probes`` blocks) are memory-checked before any draw.
+    """
+    if not isinstance(target, TraceTarget):
+        raise TypeError(f"target: expected a kpref.analysis.TraceTarget (or direct_target(chk) / gram_target(chk)), "
+                        f"got {type(target).__name__}")
+    n_probes = check_positive_int("n_probes", n_probes, minimum=_MIN_PROBES[method])
+    gen = as_generator(rng)
+    check_size_memory(f"n_probes={n_probes}", 3 * 8 * target.dim * n_probes, what="the probe blocks")
+    return n_probes, gen
+
+
 def hutchinson(target, n_probes, rng):
     """Girard–Hutchinson with ``n_probes`` Rademacher vectors (module notes)."""
-    W = rademacher(rng, target.dim, n_probes)
+    n_probes, rng = _check_estimator("hutchinson", target, n_probes, rng)
+    W = _rademacher(rng, target.dim, n_probes)
     if target.is_gram:
         samples = np.einsum("ij,ij->j", *(2 * (target.factor(W),)))
     else:
@@ -140,16 +185,17 @@ def hutchinson(target, n_probes, rng):
 
 def hutch_plus_plus(target, n_probes, rng, *, return_basis=False):
     """Hutch++ with a budget of ``n_probes`` products with ``M`` (module notes)."""
+    n_probes, rng = _check_estimator("hutch++", target, n_probes, rng)
     s = n_probes // 3
     g = n_probes - 2 * s
-    S = rademacher(rng, target.dim, s)
+    S = _rademacher(rng, target.dim, s)
     Q, _ = np.linalg.qr(target.apply(S))
     if target.is_gram:
         CQ = target.factor(Q)
         sketch_trace = float(np.sum(CQ * CQ))
     else:
         sketch_trace = float(np.einsum("ij,ij->", Q, target.apply(Q)))
-    G = rademacher(rng, target.dim, g)
+    G = _rademacher(rng, target.dim, g)
     G_perp = G - Q @ (Q.T @ G)
     if target.is_gram:
         samples = np.einsum("ij,ij->j", *(2 * (target.factor(G_perp),)))
@@ -162,8 +208,9 @@ def hutch_plus_plus(target, n_probes, rng, *, return_basis=False):
 
 def xtrace(target, n_probes, rng):
     """XTrace (exchangeable Hutch++) with a budget of ``n_probes`` products with ``M`` (module notes)."""
+    n_probes, rng = _check_estimator("xtrace", target, n_probes, rng)
     m = n_probes // 2
-    W = rademacher(rng, target.dim, m)
+    W = _rademacher(rng, target.dim, m)
     if target.is_gram:
         CW = target.factor(W)
         Y = target.factor_adjoint(CW)
@@ -232,18 +279,26 @@ def check_method(method, n_probes, rng, methods=METHODS):
 
 def estimate(method, target, n_probes, rng):
     """Run the randomized estimator ``method`` on ``target`` (its probe blocks memory-checked first)."""
-    # test vectors, their products and a basis: about 3 blocks of dim × n_probes floats
-    check_size_memory(f"n_probes={n_probes}", 3 * 8 * target.dim * n_probes, what="the probe blocks")
     return ESTIMATORS[method](target, n_probes, rng)
+
+
+def _check_checked_operator(chk, square=False):
+    if not isinstance(chk, CheckedOperator):
+        raise TypeError(f"chk: expected a kpref.operators.CheckedOperator (wrap an operator with "
+                        f"kpref.operators.as_operator(name, op)), got {type(chk).__name__}")
+    if square and not chk.is_square:
+        raise ValueError(f"chk: expected a square operator (M = A), got shape {chk.shape}")
 
 
 def direct_target(chk):
     """``M = A`` for a square :class:`CheckedOperator`."""
+    _check_checked_operator(chk, square=True)
     return TraceTarget(chk.shape[1], matmat=chk.matmat)
 
 
 def gram_target(chk):
-    """``M = AᵀA`` (probes in A's input space)."""
+    """``M = AᵀA`` (probes in A's input space) for a :class:`CheckedOperator`."""
+    _check_checked_operator(chk)
     return TraceTarget(chk.shape[1], factor=chk.matmat, factor_adjoint=chk.rmatmat)
 
 
@@ -389,7 +444,7 @@ def alignment(A, B, method="exact", n_probes=None, rng=None, *, return_error=Fal
             lambda s, e, YA, YB: (float(np.sum(YA * YB)), float(np.sum(YA * YA)), float(np.sum(YB * YB))))
         return _result(_cosine(x, y, z), 0.0, return_error)
     if method == "hutchinson":
-        W = rademacher(gen, a.shape[1], n_probes)
+        W = _rademacher(gen, a.shape[1], n_probes)
         AW, BW = a.matmat(W), b.matmat(W)
         samples = np.stack([np.einsum("ij,ij->j", AW, BW), np.einsum("ij,ij->j", AW, AW),
                             np.einsum("ij,ij->j", BW, BW)])

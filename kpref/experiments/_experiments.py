@@ -85,7 +85,7 @@ import numpy as np
 from .. import analysis
 from .. import tasks as _tasks
 from .._identity import repeated_identity
-from .._checks import as_generator, check_choice, check_positive_float, check_positive_int
+from .._checks import as_generator, as_real_array, check_choice, check_positive_float, check_positive_int, check_size_memory
 from ..cells import GRU, LSTM, Elman, LeakyRNN
 from ..operators import check_mask, linearize, mask_weights, mse_loss
 from ..training._train import train
@@ -233,11 +233,13 @@ def make_cell(name, input_size, hidden_size):
 def participation_ratio(M):
     """``PR(M) = (tr M)² / tr(M²)`` of a symmetric PSD matrix by :func:`kpref.analysis.participation_ratio`;
     0 for ``M = 0`` (see the note above)."""
+    M = as_real_array("M", M, (None, None))
     return float(analysis.participation_ratio(M)) if np.any(M) else 0.0
 
 
 def effective_rank_dense(X):
     """``PR(X Xᵀ) = (Σσ²)² / Σσ⁴`` by :func:`kpref.analysis.effective_rank` (dense SVD); 0 for ``X = 0``."""
+    X = as_real_array("X", X, (None, None))
     return float(analysis.effective_rank(X)) if np.any(X) else 0.0
 
 
@@ -255,7 +257,10 @@ def factor_summaries(F, shape):
     ``Σσ(X)² = Σλ² = ‖G‖_F²`` and ``Σσ(X)⁴ = Σλ⁴ = ‖G²‖_F²``; the partial
     traces of ``X Xᵀ = F G Fᵀ`` are contractions of ``F`` with ``F G``.
     """
-    B, T, S = shape
+    if not isinstance(shape, (tuple, list)) or len(shape) != 3:
+        raise TypeError(f"shape: expected the trajectory shape (B, T, S), got {shape!r}")
+    B, T, S = (check_positive_int(f"shape[{i}]", n) for i, n in enumerate(shape))
+    F = as_real_array("F", F, (B * T * S, None), ("B*T*S", "p"))
     G = F.T @ F
     G2 = G @ G
     s2, s4 = float(np.sum(G * G)), float(np.sum(G2 * G2))
@@ -278,6 +283,7 @@ def _propagator_blocks(lin):
 
 def propagator_summaries(lin):
     """Exact ``erank(P)`` and effective dimensions of ``P`` from its per-trial blocks."""
+    _check_lin(lin)
     B, T, S = lin.shape
     Pb = _propagator_blocks(lin)
     s2 = float(np.sum(Pb * Pb))                             # Σσ² = Σ_b ‖P_b‖_F²
@@ -297,9 +303,17 @@ def _dense_factors(lin):
     return J, lin.P.matmat(J)
 
 
+def _check_lin(lin):
+    from ..operators._linearization import Linearization
+
+    if not isinstance(lin, Linearization):
+        raise TypeError(f"lin: expected a kpref Linearization (from kpref.linearize), got {type(lin).__name__}")
+
+
 def dense_bytes(B, T, S, p):
     """Bytes of the dense work of the exact summaries: ``J_θ``, ``P J_θ``, ``F G`` (n × p each), two p × p
     Gram matrices and the per-trial blocks of ``P`` (``B (T S)²``, plus two of them in flight)."""
+    B, T, S, p = (check_positive_int(n, v) for n, v in (("B", B), ("T", T), ("S", S), ("p", p)))
     return 8 * (3 * B * T * S * p + 2 * p * p + B * (T * S) ** 2 + 2 * (T * S) ** 2)
 
 
@@ -348,11 +362,15 @@ def operator_summaries(lin, *, method="auto", n_probes=30, dense_limit=512 * 102
     (:func:`kpref.analysis.unit_blocks`): its error is then ``0.0`` and
     ``extra["exact"]`` is ``("K",)``.
     """
+    _check_lin(lin)
     method = check_choice("method", method, ("auto", "exact", "randomized"))
+    n_probes = check_positive_int("n_probes", n_probes, minimum=3)
+    dense_limit = check_positive_int("dense_limit", dense_limit)
+    rng = as_generator(rng)
     if method == "auto":
         method = "exact" if _exact_fits(lin, dense_limit) else "randomized"
     if method == "randomized":
-        erank, dims, errors, exact = _randomized_operator_summaries(lin, n_probes, as_generator(rng))
+        erank, dims, errors, exact = _randomized_operator_summaries(lin, n_probes, rng)
         return erank, dims, method, {"effective_rank_error": errors, "exact": exact}
     J, PJ = _dense_factors(lin)
     erank, dims = {}, {}
@@ -373,6 +391,7 @@ def leading_lyapunov(lin, rng=None):
 
 def pca_dimension(h):
     """Participation ratio of the covariance eigenvalues of states ``h`` (B, T, H) over trials and steps."""
+    h = as_real_array("h", h, (None, None, None), ("B", "T", "H"))
     Z = h.reshape(-1, h.shape[-1])
     Z = Z - Z.mean(axis=0)
     C = Z.T @ Z / max(Z.shape[0] - 1, 1)
@@ -381,6 +400,11 @@ def pca_dimension(h):
 
 def checkpoint_schedule(steps, num_checkpoints):
     """Checkpoint steps ``round(steps · (i/(n−1))²)``, i = 0 … n−1: dense early, where collapse happens."""
+    steps = check_positive_int("steps", steps)
+    num_checkpoints = check_positive_int("num_checkpoints", num_checkpoints, minimum=2)
+    if num_checkpoints > steps + 1:
+        raise ValueError(f"num_checkpoints: expected at most steps + 1 = {steps + 1} (one per step), "
+                         f"got {num_checkpoints}")
     i = np.arange(num_checkpoints)
     marks = np.round(steps * (i / (num_checkpoints - 1)) ** 2).astype(int)
     out = sorted(set(int(s) for s in marks))
@@ -508,8 +532,32 @@ def _matrix_of(fn, R):
     return [[fn(a, b) for b in range(R)] for a in range(R)]
 
 
+def _check_rule(rule, B, R):
+    """``R`` (an int >= 1) and ``rule`` (B,) integer sub-task labels in [0, R)."""
+    R = check_positive_int("R", R)
+    # the sub-task results are R-vectors and R × R matrices (one loop pass per sub-task)
+    check_size_memory(f"R={R}", 8 * R * R, what="the R x R sub-task matrices")
+    arr = np.asarray(rule)
+    if arr.dtype.kind not in "iu" or arr.shape != (B,):
+        raise TypeError(f"rule: expected a ({B},) integer array of sub-task labels, got "
+                        f"{arr.dtype} of shape {arr.shape}")
+    if arr.size and (arr.min() < 0 or arr.max() >= R):
+        raise ValueError(f"rule: expected labels in [0, R={R}), got {arr.min()}..{arr.max()}")
+    return np.array(arr, dtype=np.int64), R
+
+
 def _subtask_operator_alignment(lin, rule, R, used, extra, n_probes, rng):
+    _check_lin(lin)
     B, T, S = lin.shape
+    rule, R = _check_rule(rule, B, R)
+    check_choice("used", used, ("exact", "randomized"))
+    if used == "exact" and (not isinstance(extra, dict) or "PJ" not in extra):
+        raise TypeError(f"extra: expected operator_summaries' extra with the dense factor 'PJ' (used='exact'), "
+                        f"got {extra!r:.80}")
+    if used == "randomized":
+        n_probes = check_positive_int("n_probes", n_probes)
+        check_size_memory(f"n_probes={n_probes}", 2 * 8 * lin.size * n_probes, what="the probe blocks")
+        rng = as_generator(rng)
     if used == "exact":
         PJ = extra["PJ"].reshape(B, T * S, -1)
         grams = [np.einsum("bik,bil->kl", PJ[rule == a], PJ[rule == a], optimize=True) for a in range(R)]
@@ -535,6 +583,10 @@ def subtask_flows(lin, e, rule, R):
     the sub-task of each trial; ``Π_a e`` keeps the trials of ``a``. One
     block product of the NTK with ``R`` vectors; ``Σ_a f_a = −NTK e``.
     """
+    _check_lin(lin)
+    e = as_real_array("e", e, lin.shape, ("B", "T", "S"))
+    rule, R = _check_rule(rule, lin.shape[0], R)
+    check_size_memory(f"R={R}", 2 * 8 * lin.size * R, what="the sub-task loads and flows")
     E = np.zeros((lin.size, R))
     for a in range(R):
         ea = e.copy()
@@ -545,6 +597,9 @@ def subtask_flows(lin, e, rule, R):
 
 def subtask_losses(y, target, mask, rule, R):
     """Mean-reduced MSE restricted to the trials of each sub-task, normalized like the total (they sum to it)."""
+    target = as_real_array("target", target, (None, None, None), ("B", "T", "O"))
+    y = as_real_array("y", y, target.shape, ("B", "T", "O"))
+    rule, R = _check_rule(rule, target.shape[0], R)
     m = mask_weights(check_mask(mask, *target.shape), *target.shape)
     sq = m * (y - target) ** 2 / target.size
     return [float(np.sum(sq[rule == a])) for a in range(R)]

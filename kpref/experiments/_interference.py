@@ -45,8 +45,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import as_generator, check_choice, check_positive_float, check_positive_int
-from ..operators._linearization import linearize, mse_loss
+from .._checks import (as_generator, as_real_array, check_choice, check_positive_float, check_positive_int,
+                       check_size_memory, readonly_copy)
+from ..cells import Cell
+from ..operators import check_mask
+from ..operators._linearization import Linearization, linearize, mse_loss
 from ..training._train import train
 from ._experiments import checkpoint_schedule, make_cell
 from ._sweep import SweepConfig, task_batch, train_kwargs, trivial_loss
@@ -65,12 +68,18 @@ def _check_rule(rule, B):
     return rule, R
 
 
+def _check_lin(lin):
+    if not isinstance(lin, Linearization):
+        raise TypeError(f"lin: expected a kpref Linearization (from kpref.linearize), got {type(lin).__name__}")
+    return lin
+
+
 def interference_matrix(lin, rule, operator="K", method="exact", n_probes=None, rng=None):
     """``I[a, b] = ‖Π_a X Π_b‖_F²`` for ``X`` = ``K`` or ``NTK`` and its normalized form (module notes).
 
     Returns ``(I, I_normalized)``, both (R, R).
     """
-    B = lin.shape[0]
+    B = _check_lin(lin).shape[0]
     rule, R = _check_rule(rule, B)
     check_choice("operator", operator, ("K", "NTK"))
     check_choice("method", method, ("exact", "hutchinson"))
@@ -83,6 +92,7 @@ def interference_matrix(lin, rule, operator="K", method="exact", n_probes=None, 
         I = np.array([[float(np.sum(grams[a] * grams[b])) for b in range(R)] for a in range(R)])
     else:
         n_probes = check_positive_int("n_probes", 30 if n_probes is None else n_probes)
+        check_size_memory(f"n_probes={n_probes}", 2 * 8 * lin.size * n_probes, what="the probe blocks")
         rng = as_generator(rng)
         X = getattr(lin, operator)
         I = np.zeros((R, R))
@@ -101,7 +111,8 @@ def interference_matrix(lin, rule, operator="K", method="exact", n_probes=None, 
 
 def subtask_components(lin, e, rule):
     """``δz_a = −NTK Π_a e`` for every sub-task: (R, B, T, S), one NTK product with ``R`` columns."""
-    B = lin.shape[0]
+    B = _check_lin(lin).shape[0]
+    e = as_real_array("e", e, lin.shape, ("B", "T", "S"))
     rule, R = _check_rule(rule, B)
     E = np.zeros(lin.shape + (R,))
     for a in range(R):
@@ -126,7 +137,15 @@ class cumulative_alignment_callback:
     """
 
     def __init__(self, cell, x, target, mask, rule):
-        self.cell, self.x, self.target, self.mask = cell, x, target, mask
+        # checked as kpref.train checks them (the callback linearizes and evaluates the loss on them each step);
+        # copies it owns, so a caller changing its arrays during training changes nothing here
+        if not isinstance(cell, Cell):
+            raise TypeError(f"cell: expected a kpref cell (e.g. kpref.GRU(...)), got {type(cell).__name__}")
+        x = as_real_array("x", x, (None, None, cell.input_size), ("B", "T", "N"))
+        target = as_real_array("target", target, (x.shape[0], x.shape[1], None), ("B", "T", "O"))
+        mask = check_mask(mask, *target.shape)
+        self.cell, self.x, self.target = cell, readonly_copy(x), readonly_copy(target)
+        self.mask = None if mask is None else readonly_copy(mask)
         self.rule, self.R = _check_rule(rule, x.shape[0])
         self.C = None
         self.steps, self.cumulative, self.per_step, self.subtask_loss = [], [], [], []
@@ -151,11 +170,9 @@ class cumulative_alignment_callback:
 
 def transition_point(series, *, threshold=0.5):
     """One change of level in ``series`` (module notes): ``{'index', 'before', 'after', 'gain', 'detected'}``."""
-    s = np.asarray(series, dtype=np.float64)
-    if s.ndim != 1 or s.size < 3:
+    s = as_real_array("series", series, (None,))
+    if s.size < 3:
         raise ValueError(f"series: expected a 1-D series of at least 3 values, got shape {s.shape}")
-    if not np.all(np.isfinite(s)):
-        raise ValueError("series: expected finite values")
     threshold = check_positive_float("threshold", threshold, upper=1.0)
     n = s.size
     c1, c2 = np.cumsum(s), np.cumsum(s * s)

@@ -399,6 +399,12 @@ def _commit(staging, out, names):
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _check_folder_path(out, name="out"):
+    if isinstance(out, bytes) or not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"{name}: expected a folder path (str or os.PathLike), got {type(out).__name__}")
+    return os.fspath(out)
+
+
 def read_report(out):
     """The report in ``out`` after checking it: manifest present, no INCOMPLETE mark, every file as listed.
 
@@ -406,6 +412,7 @@ def read_report(out):
     incomplete, mixed, truncated or foreign folder. Returns the dict of
     ``report.json``.
     """
+    _check_folder_path(out)
     if os.path.exists(os.path.join(out, INCOMPLETE)):
         raise ReportFolderError(f"out: {out!r} holds an incomplete report (interrupted while being written); "
                                 "run the report again with --overwrite")
@@ -570,6 +577,9 @@ def _arrow(pair, fmt):
 
 def summary_table(report):
     """The short text table printed at the end of ``report``: first → last checkpoint."""
+    if not isinstance(report, dict) or not isinstance(report.get("summary"), list) or not report["summary"]:
+        raise TypeError(f"report: expected the report dict (run_report / read_report) with a non-empty "
+                        f"'summary' list, got {report!r:.80}")
     head = ("experiment", "cell", "g", "loss", "erank K", "erank P", "erank NTK", "PCA dim", "λ₁ / ρ(flow, overlap)")
     lines = []
     for row in report["summary"]:
@@ -614,6 +624,18 @@ def _gain_colors(gains):
 
 def write_figures(runs, artifacts, out):
     """Write the four PNG figures of a report into ``out``; returns their paths."""
+    if not isinstance(runs, (list, tuple)) or not runs or not all(isinstance(r, dict) for r in runs):
+        raise TypeError(f"runs: expected a non-empty list of run records (dicts), got {runs!r:.80}")
+    missing = [k for k in ("experiment", "cell", "g") if any(k not in r for r in runs)]
+    if missing:
+        raise ValueError(f"runs: expected run records (run_report's) with keys 'experiment', 'cell', 'g'; "
+                         f"missing {missing}")
+    if (not isinstance(artifacts, (list, tuple)) or len(artifacts) != len(runs)
+            or not all(isinstance(a, dict) for a in artifacts)):
+        raise TypeError(f"artifacts: expected a list of one artifact dict per run ({len(runs)}), got {artifacts!r:.80}")
+    out = _check_folder_path(out)
+    if not os.path.isdir(out):
+        raise ValueError(f"out: expected an existing folder, got {out!r}")
     collapse = [(r, a) for r, a in zip(runs, artifacts) if r["experiment"] == "collapse"]
     align = [(r, a) for r, a in zip(runs, artifacts) if r["experiment"] == "alignment"]
     cells = list(dict.fromkeys(r["cell"] for r in runs))

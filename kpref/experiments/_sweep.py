@@ -90,7 +90,7 @@ from .. import analysis
 from .. import tasks as _tasks
 from .. import training as _training
 from ..training import pool_batches
-from .._checks import check_choice, check_positive_float, check_positive_int
+from .._checks import as_generator, check_bool, check_choice, check_positive_float, check_positive_int, check_real
 from ..cells import simulate
 from ..operators._linearization import linearize
 from ..training._train import train
@@ -204,7 +204,7 @@ class SweepConfig:
             check_positive_int(f"seeds[{i}]", s, minimum=0)
         for i, t in enumerate(self.tasks):
             check_choice(f"tasks[{i}]", t, SWEEP_TASKS)
-        train_kwargs(self)            # protocol keywords this kpref.train accepts
+        _train_kwargs(self)           # protocol keywords this kpref.train accepts
         return self
 
     def _check_protocol(self):
@@ -261,6 +261,31 @@ class SweepConfig:
                 for t in self.tasks for c in self.cells for g in self.gains for s in self.seeds]
 
 
+def _config(config):
+    """``config`` checked (:meth:`SweepConfig.checked`); anything but a SweepConfig refused naming it."""
+    if not isinstance(config, SweepConfig):
+        raise TypeError(f"config: expected a kpref.experiments.sweep.SweepConfig, got {type(config).__name__}")
+    return config.checked()
+
+
+def _spec(spec):
+    """A run spec ``{'task', 'cell', 'g', 'seed'}`` (as :meth:`SweepConfig.runs` makes them), checked."""
+    if not isinstance(spec, dict) or set(spec) != {"task", "cell", "g", "seed"}:
+        raise TypeError(f"spec: expected a dict with keys 'task', 'cell', 'g', 'seed' (SweepConfig.runs()), "
+                        f"got {spec!r:.100}")
+    check_choice("spec['task']", spec["task"], SWEEP_TASKS)
+    check_choice("spec['cell']", spec["cell"], available_cells())
+    check_positive_float("spec['g']", spec["g"])
+    check_positive_int("spec['seed']", spec["seed"], minimum=0)
+    return spec
+
+
+def _rows(rows):
+    if not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) for r in rows):
+        raise TypeError(f"rows: expected a list of summary rows (dicts, from summary_rows), got {rows!r:.100}")
+    return rows
+
+
 def train_kwargs(config):
     """The keywords of :func:`kpref.train` for a config: the one place protocol options pass through.
 
@@ -271,6 +296,11 @@ def train_kwargs(config):
     ``(keyword, value)`` of ``config.protocol``; a keyword this ``kpref.train``
     does not accept is refused with its name.
     """
+    return _train_kwargs(_config(config))
+
+
+def _train_kwargs(config):
+    """:func:`train_kwargs` of a config being checked (:meth:`SweepConfig.checked` calls it)."""
     kw = {"steps": config.steps, "optimizer": config.optimizer, "learning_rate": config.learning_rate}
     if config.optimizer == "sgd":
         kw["momentum"] = config.momentum
@@ -300,6 +330,12 @@ def task_batch(config, task, seed, *, pool=False):
 
     With ``pool=True``: the minibatch protocol's pool, ``pool_size`` trials with noise ``pool_noise_std``,
     from a generator of its own (the fixed batch is the same with or without a pool)."""
+    config = _config(config)
+    check_choice("task", task, SWEEP_TASKS)
+    seed = check_positive_int("seed", seed, minimum=0)
+    pool = check_bool("pool", pool)
+    if pool and config.pool_size is None:
+        raise ValueError("pool: expected pool=False for a config without the minibatch protocol (pool_size=None)")
     key = [int(seed), 0, SWEEP_TASKS.index(task)] + ([1] if pool else [])
     rng = np.random.default_rng(key)
     B = config.pool_size if pool else config.batch_size
@@ -327,7 +363,14 @@ def trivial_loss(target, mask=None):
 
 
 def did_not_learn(final_loss, trivial):
-    """``final_loss ≥ 0.5 × trivial`` (the flag of the summary)."""
+    """``final_loss ≥ 0.5 × trivial`` (the flag of the summary).
+
+    ``final_loss`` a finite real ≥ 0 (a mean squared error), ``trivial`` the loss of the trivial
+    predictor, finite and > 0; anything else is refused naming the argument (a NaN loss would
+    otherwise read as "learned").
+    """
+    final_loss = check_real("final_loss", final_loss, minimum=0.0)
+    trivial = check_positive_float("trivial", trivial)
     return bool(final_loss >= DID_NOT_LEARN_FRACTION * trivial)
 
 
@@ -394,6 +437,12 @@ def _propagator_block(lin):
 
 def checkpoint_summaries(lin, config, rng):
     """The operator summaries of one checkpoint (module notes): exact when the dense factors fit."""
+    from ..operators._linearization import Linearization
+
+    if not isinstance(lin, Linearization):
+        raise TypeError(f"lin: expected a kpref Linearization (from kpref.linearize), got {type(lin).__name__}")
+    config = _config(config)
+    rng = as_generator(rng)
     B, T, S = lin.shape
     method = config.method
     if method == "auto":
@@ -438,6 +487,7 @@ def checkpoint_summaries(lin, config, rng):
 # --------------------------------------------------------------------- run
 def run_id(spec):
     """Folder name of a run: ``<task>_<cell>_g<g>_s<seed>`` (``g`` with 6 significant digits)."""
+    spec = _spec(spec)
     return f"{spec['task']}_{spec['cell']}_g{spec['g']:.6g}_s{spec['seed']}"
 
 
@@ -446,7 +496,10 @@ def run_one(config_dict, spec):
 
     Top-level and picklable, so any executor can call it.
     """
-    config = SweepConfig.from_dict(config_dict)
+    if not isinstance(config_dict, dict):
+        raise TypeError(f"config_dict: expected SweepConfig.as_dict(), got {type(config_dict).__name__}")
+    config = _config(SweepConfig.from_dict(config_dict))
+    spec = _spec(spec)
     t0 = time.perf_counter()
     x, target, mask, _ = task_batch(config, spec["task"], spec["seed"])
     cell = make_cell(spec["cell"], x.shape[2], config.hidden_size)
@@ -585,6 +638,9 @@ def _is_complete(folder, config):
 
 def completed_runs(config, out):
     """``{run id: record}`` of the complete runs of this config in ``out``."""
+    config = _config(config)
+    if isinstance(out, bytes) or not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out: expected a folder path (str or os.PathLike), got {type(out).__name__}")
     done = {}
     for spec in config.runs():
         folder = os.path.join(out, "runs", run_id(spec))
@@ -688,6 +744,9 @@ def _mean_std(values):
 
 def summary_rows(config, records):
     """One row per (task, cell, g): mean and standard deviation over seeds, at the first and last checkpoint."""
+    config = _config(config)
+    if not isinstance(records, dict):
+        raise TypeError(f"records: expected a dict run id -> record (completed_runs), got {type(records).__name__}")
     rows = []
     for task in config.tasks:
         for cell in config.cells:
@@ -727,6 +786,10 @@ def write_figures(config, rows, out):
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
+    config = _config(config)
+    rows = _rows(rows)
+    if isinstance(out, bytes) or not isinstance(out, (str, os.PathLike)) or not os.path.isdir(out):
+        raise ValueError(f"out: expected an existing folder, got {out!r:.100}")
     gains = sorted(float(g) for g in config.gains)
 
     def panel_fig(panels, name, log_y=()):
@@ -912,6 +975,8 @@ def main(args, *, stdout=None, stderr=None):
 
 def markdown_table(rows, when="last"):
     """A Markdown table of the summary rows (mean ± std over seeds) at the first or last checkpoint."""
+    rows = _rows(rows)
+    check_choice("when", when, ("first", "last"))
     def f(r, key):
         m, sd = r.get(f"{key}_{when}"), r.get(f"{key}_{when}_std")
         return "n/a" if m is None else (f"{m:.3g}" if not sd else f"{m:.3g} ± {sd:.2g}")
@@ -933,6 +998,7 @@ def markdown_table(rows, when="last"):
 
 def summary_table(rows):
     """Text table: mean ± std over seeds of the trained values, both effective-dimension definitions."""
+    rows = _rows(rows)
     def f(r, key):
         m, s = r.get(key), r.get(key + "_std")
         return "n/a" if m is None else (f"{m:.3g}" if not s else f"{m:.3g}±{s:.2g}")

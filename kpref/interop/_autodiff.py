@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._names import match_names, params_from_torch, to_numpy
+from ..cells._simulate import check_problem
 
 __all__ = ["AutodiffBackend"]
 
@@ -78,14 +79,11 @@ class AutodiffBackend:
         self.dtype = dtype
         self._match = match_names(cell, list(self.params), "params")
         self.theta = params_from_torch(cell, {n: self.params[k] for n, k in self._match.keys.items()})
-        self.x = np.array(to_numpy(x), dtype=np.float64)
-        if self.x.ndim != 3 or self.x.shape[2] != cell.input_size:
-            raise ValueError(f"x: expected shape (B, T, {cell.input_size}), got {self.x.shape}")
+        # x and h0 checked as for any kpref problem (real, finite, (B, T, N) and (B, S)); copies the backend owns
+        _, x, h0 = check_problem(cell, self.theta, to_numpy(x), None if h0 is None else to_numpy(h0))
+        self.x, self.h0 = np.array(x, copy=True), np.array(h0, copy=True)
         B, T, N = self.x.shape
         S = cell.state_size
-        self.h0 = np.zeros((B, S)) if h0 is None else np.array(to_numpy(h0), dtype=np.float64)
-        if self.h0.shape != (B, S):
-            raise ValueError(f"h0: expected shape ({B}, {S}), got {self.h0.shape}")
         self.problem = (cell, self.theta, self.x, self.h0)
         self.shape = (B, T, S)
         self._x = self._array(self.x)

@@ -231,6 +231,8 @@ def match_names(cell, keys, name="params"):
         has keys of another layer or direction (``_l1``, ``_reverse``: a kpref
         cell is one layer).
     """
+    if isinstance(keys, (str, bytes)) or not hasattr(keys, "__iter__"):
+        raise TypeError(f"keys: expected an iterable of torch parameter names (strings), got {type(keys).__name__}")
     keys = list(keys)
     for key in keys:
         if not isinstance(key, str):

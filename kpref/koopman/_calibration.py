@@ -33,9 +33,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import as_generator, as_real_or_complex_array, check_positive_float, check_positive_int
+from .._checks import (MAX_RANDOM_DRAWS, as_generator, as_real_or_complex_array, check_positive_float, check_positive_int,
+                       check_real, check_size_memory)
 from ._koopman import koopman_spectrum
-from ._replicates import DEFAULT_ALPHA, DEFAULT_EQUIVALENCE_QUANTILE, compare_systems
+from ._replicates import DEFAULT_ALPHA, DEFAULT_EQUIVALENCE_QUANTILE, check_resampling_memory, compare_systems
 
 __all__ = ["CalibrationRates", "linear_replicate_spectra", "shifted_spectrum", "calibration_rates"]
 
@@ -70,7 +71,7 @@ def _check_spectrum(eigenvalues):
 def shifted_spectrum(eigenvalues, delta):
     """Every eigenvalue moved by ``delta`` toward the origin: ``λ (|λ| − δ)/|λ|`` (matched distance exactly δ)."""
     ev = _check_spectrum(eigenvalues)
-    delta = float(delta)
+    delta = check_real("delta", delta, minimum=0.0)
     modulus = np.abs(ev)
     if not np.isfinite(delta) or delta < 0 or np.any(modulus <= delta):
         raise ValueError(f"delta: expected 0 ≤ delta < min |λ| = {modulus.min():g}, got {delta}")
@@ -102,13 +103,16 @@ def linear_replicate_spectra(eigenvalues, n_replicates, noise, *, n_trajectories
     n_replicates = check_positive_int("n_replicates", n_replicates)
     n_trajectories = check_positive_int("n_trajectories", n_trajectories)
     T = check_positive_int("T", T, minimum=3)
-    noise = float(noise)
-    if not np.isfinite(noise) or noise < 0:
-        raise ValueError(f"noise: expected a finite number ≥ 0, got {noise}")
+    noise = check_real("noise", noise, minimum=0.0)
     condition = check_positive_float("condition", condition)
     if condition < 1:
         raise ValueError(f"condition: expected a condition number ≥ 1, got {condition}")
     gen = as_generator(rng)
+    D = ev.size
+    # the spectra (complex), one replicate's trajectories and their noise, its D × D matrices
+    check_size_memory(f"n_replicates={n_replicates}, n_trajectories={n_trajectories}, T={T}",
+                      16 * n_replicates * D + 2 * 8 * n_trajectories * T * D + 6 * 8 * D * D,
+                      what="the replicate spectra and one replicate's trajectories")
     L = _real_block_form(ev)
     D = L.shape[0]
     out = np.empty((n_replicates, D), dtype=np.complex128)
@@ -173,13 +177,20 @@ def calibration_rates(
     """
     ev = _check_spectrum(eigenvalues)
     moved = shifted_spectrum(ev, delta)
-    n_trials = check_positive_int("n_trials", n_trials)
+    noise = check_real("noise", noise, minimum=0.0)
+    n_trials = check_positive_int("n_trials", n_trials, maximum=MAX_RANDOM_DRAWS,
+                                  why="a rate from that many trials has a "
+                                      "standard error <= 5e-4, and each trial simulates 2 n_replicates systems")
     if isinstance(n_replicates, tuple):
         if len(n_replicates) != 2:
             raise ValueError(f"n_replicates: expected an int or a pair (n_a, n_b), got {n_replicates!r}")
         n_a, n_b = (check_positive_int("n_replicates", n, minimum=2) for n in n_replicates)
     else:
         n_a = n_b = check_positive_int("n_replicates", n_replicates, minimum=2)
+    # every size is checked before the first trial (a trial would fail only after the simulations)
+    n_permutations = check_positive_int("n_permutations", n_permutations)
+    n_bootstrap = check_positive_int("n_bootstrap", n_bootstrap)
+    check_resampling_memory(n_permutations, n_bootstrap, n_a + n_b)
     gen = as_generator(rng)
     counts = {"not conjugate": 0, "conjugate": 0, "inconclusive": 0}
     for _ in range(n_trials):

@@ -476,6 +476,9 @@ class _SubsetEigenvalues:
     """
 
     def __init__(self, embedded):
+        # public as kpref.koopman.SubsetEigenvalues: the (delay-embedded) trajectories are checked like any
+        # trajectories (real, finite, one D, >= 2 steps each); the factors below are new arrays it owns
+        embedded = as_trajectories("embedded", embedded, min_length=2)
         self.D = embedded[0].shape[1]
         self.m = np.array([e.shape[0] - 1 for e in embedded])
         self.R = []
@@ -486,6 +489,12 @@ class _SubsetEigenvalues:
             self.P.append(e[1:].T @ Q)  # P_j = Y_j Q_j
 
     def __call__(self, indices, rank):
+        idx = np.asarray(indices)
+        if idx.ndim != 1 or idx.size == 0 or idx.dtype.kind not in "iu":
+            raise TypeError(f"indices: expected a non-empty 1-D integer array of trajectory indices, got {indices!r:.80}")
+        if idx.min() < 0 or idx.max() >= len(self.R):
+            raise ValueError(f"indices: expected indices in [0, {len(self.R)}), got {idx.min()}..{idx.max()}")
+        indices = idx
         R = np.concatenate([self.R[i] for i in indices], axis=0)
         P = np.concatenate([self.P[i] for i in indices], axis=1)
         W, s, Zh = scipy.linalg.svd(R, full_matrices=False, check_finite=False)

@@ -13,6 +13,7 @@ import tempfile
 
 import numpy as np
 
+from .._checks import check_real
 from ._replicates import WithinBetween, as_replicate_spectra
 
 __all__ = ["plot_replicate_spectra", "plot_within_between"]
@@ -49,6 +50,34 @@ def _save(fig, path):
         raise
 
 
+def _check_out(path, title):
+    """``path`` as a str whose folder exists (checked before drawing); ``title`` None or a str."""
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a file path (str or os.PathLike), got {type(path).__name__}")
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"path: expected a file in an existing folder, got {path!r} (no folder {folder!r})")
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"title: expected None or a string, got {type(title).__name__}")
+    return path
+
+
+def _check_zoom(zoom):
+    if zoom is None:
+        return None
+    try:
+        vals = tuple(zoom)
+    except TypeError:
+        raise TypeError(f"zoom: expected None or (re_min, re_max, im_min, im_max), got {zoom!r}") from None
+    if len(vals) != 4:
+        raise ValueError(f"zoom: expected 4 limits (re_min, re_max, im_min, im_max), got {len(vals)}")
+    vals = tuple(check_real(f"zoom[{i}]", v) for i, v in enumerate(vals))
+    if not (vals[0] < vals[1] and vals[2] < vals[3]):
+        raise ValueError(f"zoom: expected re_min < re_max and im_min < im_max, got {vals}")
+    return vals
+
+
 def _check_systems(systems):
     if not isinstance(systems, dict) or not systems:
         raise TypeError(f"systems: expected a non-empty dict name → replicate spectra, got {type(systems).__name__}")
@@ -75,6 +104,8 @@ def plot_replicate_spectra(systems, path, *, zoom=None, title=None):
         ``path``.
     """
     rows = _check_systems(systems)
+    path = _check_out(path, title)
+    zoom = _check_zoom(zoom)
     plt = _pyplot()
     n = len(rows)
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.6), squeeze=False)
@@ -121,6 +152,11 @@ def plot_within_between(pairs, path, *, title=None):
     """
     if not isinstance(pairs, dict) or not pairs:
         raise TypeError(f"pairs: expected a non-empty dict name → WithinBetween, got {type(pairs).__name__}")
+    for name, item in pairs.items():     # every panel checked before drawing
+        wb = item if isinstance(item, WithinBetween) else getattr(item, "distances", None)
+        if not isinstance(wb, WithinBetween):
+            raise TypeError(f"pairs[{name!r}]: expected a WithinBetween or SystemComparison, got {type(item).__name__}")
+    path = _check_out(path, title)
     plt = _pyplot()
     n = len(pairs)
     fig, axes = plt.subplots(1, n, figsize=(3.8 * n, 3.0), squeeze=False)

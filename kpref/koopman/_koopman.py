@@ -128,6 +128,7 @@ from .._checks import (
     check_choice,
     check_positive_float,
     check_positive_int,
+    check_real,
     check_size_memory,
 )
 from ._dmd import (
@@ -453,6 +454,10 @@ def uncalibrated_margin_rule(distance, spread, spectral_radius, margin=DEFAULT_M
     single-replicate data (the published optimizer experiment has one spectrum
     per optimizer) and for comparison; prefer replicates.
     """
+    distance = check_real("distance", distance, minimum=0.0)
+    spread = check_real("spread", spread, minimum=0.0)
+    spectral_radius = check_real("spectral_radius", spectral_radius, minimum=0.0)
+    margin = check_positive_float("margin", margin)
     return bool(distance + spread <= margin * spectral_radius)
 
 

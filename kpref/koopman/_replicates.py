@@ -103,7 +103,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.stats
 
-from .._checks import as_generator, check_choice, check_positive_float, check_positive_int
+from .._checks import as_generator, check_choice, check_positive_float, check_positive_int, check_size_memory
 from ._koopman import DISTANCE_METHODS, _as_spectrum, _check_p, _matched, _wasserstein_uniform
 
 __all__ = [
@@ -148,6 +148,10 @@ def load_spectra(path, *, n_replicates=None, n_eigenvalues=None, name="path"):
     -------
     (n_replicates, k) complex128, finite, owned (not a memory map).
     """
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected a string (the argument named in messages), got {name!r}")
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
+        raise TypeError(f"{name}: expected a path (str or os.PathLike) to a .npy file, got {type(path).__name__}")
     path = os.fspath(path)
     try:
         data = np.load(path, allow_pickle=False)
@@ -350,6 +354,21 @@ def _weighted_quantile(values, weights, q):
     return np.where(total > 0, values[order][idx], np.nan)
 
 
+def check_resampling_memory(n_permutations, n_bootstrap, n_replicates, replicates_name="n_replicates"):
+    """Refuse resampling counts whose weight arrays cannot fit (``ValueError`` naming them).
+
+    The permutation null holds an ``(n_permutations, N)`` weight array and its
+    complement, the bootstrap two ``(n_bootstrap, N)`` arrays and the
+    ``(n_bootstrap, ~N²/2)`` pair weights (``N = n_a + n_b`` replicates,
+    ``replicates_name`` in the message).
+    """
+    N = n_replicates
+    check_size_memory(f"n_permutations={n_permutations}, {replicates_name}={N}", 4 * 8 * n_permutations * N,
+                      what="the permutation null's weights")
+    check_size_memory(f"n_bootstrap={n_bootstrap}, {replicates_name}={N}", 4 * 8 * n_bootstrap * N * max(1, N // 2),
+                      what="the bootstrap's weights")
+
+
 def permutation_null(M, n_a, n_permutations, gen):
     """Gaps ``g*`` of ``n_permutations`` random relabelings of the pooled matrix ``M`` (A's first ``n_a`` rows)."""
     N = M.shape[0]
@@ -542,6 +561,7 @@ def compare_systems(
     rows_a = as_replicate_spectra("spectra_a", spectra_a, minimum=2)
     rows_b = as_replicate_spectra("spectra_b", spectra_b, minimum=2)
     _check_sizes(method, rows_a + rows_b, "spectra_a, spectra_b")
+    check_resampling_memory(n_permutations, n_bootstrap, len(rows_a) + len(rows_b), "replicates in spectra_a, spectra_b")
     wb = _within_between(rows_a, rows_b, method, p)
     M, m = wb.matrix, wb.n_a
     ones_a = np.zeros((1, M.shape[0]))

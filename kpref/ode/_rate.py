@@ -35,7 +35,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .._checks import check_bool, check_positive_float, check_positive_int
+from .._checks import check_bool, check_positive_float, check_positive_int, check_size_memory
 from .._jit import njit
 from ..cells._leaky import _tanh_prepare
 from ._field import VectorField
@@ -129,6 +129,9 @@ class RateField(VectorField):
     def __init__(self, input_size, hidden_size, tau=1.0, bias=True):
         N = check_positive_int("input_size", input_size)
         H = check_positive_int("hidden_size", hidden_size)
+        # the parameters alone must fit, as for a cell (a RateODE built on this field checks them again)
+        check_size_memory(f"input_size={N}, hidden_size={H}", 8 * (H * H + H * N + H),
+                          what=f"the parameters of RateField (p={H * H + H * N + H})")
         self.tau = check_positive_float("tau", tau)
         bias = check_bool("bias", bias)
         self.bias = bool(bias)

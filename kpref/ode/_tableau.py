@@ -27,6 +27,10 @@ _EPS = 2.0 ** -52
 
 
 def _floats(name, values):
+    kind = getattr(getattr(values, "dtype", None), "kind", "f")
+    if kind != "f":
+        # an integer, boolean or object array is a mistake as for any kpref array (never cast silently)
+        raise TypeError(f"{name}: expected real floating values, got an array of dtype {values.dtype}")
     try:
         out = tuple(values)
     except TypeError:

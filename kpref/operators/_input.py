@@ -57,6 +57,18 @@ class CheckedOperator:
     """
 
     def __init__(self, name, op):
+        # public (kpref.operators.CheckedOperator): a hand-built one is checked as as_operator checks a
+        # LinearOperator; arrays and sparse matrices go through as_operator, which wraps them first
+        if not isinstance(name, str):
+            raise TypeError(f"name: expected the argument's name (a string), got {type(name).__name__}")
+        if not isinstance(op, LinearOperator):
+            raise TypeError(f"{name} (op): expected a scipy.sparse.linalg.LinearOperator (wrap an array or sparse "
+                            f"matrix with kpref.operators.as_operator), got {type(op).__name__}")
+        dtype = np.dtype(op.dtype) if op.dtype is not None else None
+        if dtype is None or dtype.kind != "f":
+            raise TypeError(f"{name} (op): expected a real floating LinearOperator, got dtype {dtype}")
+        if min(op.shape) < 1:
+            raise ValueError(f"{name} (op): expected a non-empty operator, got shape {op.shape}")
         self.name = name
         self.op = op
         self.shape = tuple(int(s) for s in op.shape)

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..cells._cell import Cell
-from .._checks import as_real_array, check_choice, check_finite_result
+from .._checks import as_real_array, check_choice, check_finite_result, check_positive_int, check_size_memory
 
 __all__ = ["Loss", "mse_loss", "check_mask", "mask_weights"]
 
@@ -26,6 +26,7 @@ def check_mask(mask, B, T, O, name="mask"):
     :func:`mask_weights` expands it). ``ValueError``/``TypeError`` name
     the argument (``name``), what it got and what was expected.
     """
+    B, T, O = (check_positive_int(n, v) for n, v in (("B", B), ("T", T), ("O", O)))
     if mask is None:
         return None
     arr = np.asarray(mask)
@@ -41,7 +42,9 @@ def check_mask(mask, B, T, O, name="mask"):
 
 
 def mask_weights(mask, B, T, O):
-    """The (B, T, O) weights of a mask checked by :func:`check_mask` (ones for ``None``)."""
+    """The (B, T, O) weights of ``mask`` (ones for ``None``), checked by :func:`check_mask` (idempotent)."""
+    mask = check_mask(mask, B, T, O)
+    check_size_memory(f"B={B}, T={T}, O={O}", 8 * B * T * O, what="the (B, T, O) mask weights")
     if mask is None:
         return np.ones((B, T, O))
     if mask.ndim == 2:

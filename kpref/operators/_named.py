@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse
 from scipy.sparse.linalg import LinearOperator
 
-from .._checks import as_real_array, check_finite_result, check_memory, check_positive_int
+from .._checks import as_real_array, check_callable, check_finite_result, check_memory, check_positive_int
 from .._identity import identity_columns
 
 __all__ = ["CheckedInputOperator", "NamedOperator", "todense"]
@@ -108,6 +108,17 @@ class NamedOperator(CheckedInputOperator):
     """
 
     def __init__(self, name, shape, matmat, rmatmat, adjoint_name=None, *, partner=None, unit_blocks=None):
+        if not isinstance(name, str):
+            raise TypeError(f"name: expected a string, got {name!r} ({type(name).__name__})")
+        if adjoint_name is not None and not isinstance(adjoint_name, str):
+            raise TypeError(f"adjoint_name: expected None or a string, got {adjoint_name!r}")
+        if not isinstance(shape, (tuple, list)) or len(shape) != 2:
+            raise TypeError(f"shape: expected a pair of positive integers (n_out, n_in), got {shape!r}")
+        shape = tuple(check_positive_int(f"shape[{i}]", s) for i, s in enumerate(shape))
+        check_callable("matmat", matmat, "a callable X (n_in, k) -> (n_out, k)")
+        check_callable("rmatmat", rmatmat, "a callable Y (n_out, k) -> (n_in, k)")
+        if unit_blocks is not None:
+            check_callable("unit_blocks", unit_blocks, "None or a callable returning KBlocks")
         super().__init__(dtype=np.float64, shape=shape)
         self.unit_blocks = unit_blocks
         self.name = name

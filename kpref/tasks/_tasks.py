@@ -491,6 +491,10 @@ def low_rank_forecast(batch_size, rng=None, *, num_steps=30, dim=100, latent_dim
     n_in = check_positive_int("input_dim", input_dim)
     n_out = check_positive_int("target_dim", target_dim)
     noise_std = _check_nonneg_float("noise_std", noise_std)
+    # floats held at once: the task's matrices, u and v (and v's noise), x and target with their pre-activations
+    n_floats = L * L + D * L + (n_in + n_out) * (D + 1) + B * (T + 1) * (L + 2 * D) + 2 * B * T * (n_in + n_out)
+    check_size_memory(f"batch_size={B}, num_steps={T}, dim={D}, latent_dim={L}, input_dim={n_in}, "
+                      f"target_dim={n_out}", 8 * n_floats, what="the task's arrays")
     Q, Rq = np.linalg.qr(task_rng.standard_normal((L, L)))
     A = Q * np.where(np.diag(Rq) < 0, -1.0, 1.0)          # orthogonal, unique given the draw
     C = task_rng.standard_normal((D, L))

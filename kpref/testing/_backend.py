@@ -130,7 +130,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..cells._cell import Cell
-from .._checks import as_generator, check_bool, check_memory, check_positive_float, check_positive_int
+from .._checks import (MAX_RANDOM_DRAWS, as_generator, check_bool, check_memory, check_positive_float, check_positive_int,
+                       physical_memory)
 from ..interop._names import closest, describe_value, match_names, to_numpy
 from ..operators._linearization import linearize, mse_loss
 from ._compare import OperatorCheck, Report, Space, as_answer, compare_operator, perturbed
@@ -211,7 +212,21 @@ def _gate_rows(cell):
 
 
 def describe_state_index(cell, b, t, s):
-    """"trial b, step t, unit s" (and ``of h``/``of c`` for an LSTM's ``[h, c]`` state)."""
+    """"trial b, step t, unit s" (and ``of h``/``of c`` for an LSTM's ``[h, c]`` state).
+
+    ``b``, ``t``: integers >= 0 such that a float64 trajectory holding entry ``(b, t, s)`` (at least
+    ``(b + 1)(t + 1) S`` values) fits in this machine's memory; ``s``: ``0 <= s < cell.state_size``.
+    """
+    _check_cell(cell)
+    b = check_positive_int("b", b, minimum=0)
+    t = check_positive_int("t", t, minimum=0)
+    s = check_positive_int("s", s, minimum=0)
+    if s >= cell.state_size:
+        raise ValueError(f"s: expected a unit index 0 <= s < state_size={cell.state_size}, got {s}")
+    ram = physical_memory()
+    if ram is not None and 8 * (b + 1) * (t + 1) * cell.state_size > ram:
+        raise ValueError(f"b={b}, t={t}: no float64 trajectory holding this entry fits in this machine's memory "
+                         f"({ram / 2**30:.3g} GiB); expected the index of an entry of a trajectory")
     parts = tuple(cell.state_parts)
     if len(parts) > 1:
         start = 0
@@ -224,7 +239,8 @@ def describe_state_index(cell, b, t, s):
 
 def describe_param_index(cell, index):
     """Name of flat parameter ``index``: block, entry and (stacked gate rows) gate and unit."""
-    name, idx = cell.param_block_of(int(index))
+    _check_cell(cell)
+    name, idx = cell.param_block_of(index)     # checks index (an integer in [0, num_params), naming it)
     idx = tuple(int(i) for i in idx)
     text = f"{name}[{', '.join(map(str, idx))}]"
     gates = _gates_of(cell)
@@ -235,6 +251,11 @@ def describe_param_index(cell, index):
         text += f" (gate {gates[row // H]}, unit {row % H}"
         text += f", column {idx[1]})" if len(idx) > 1 else ")"
     return text
+
+
+def _check_cell(cell):
+    if not isinstance(cell, Cell):
+        raise TypeError(f"cell: expected a kpref cell (e.g. kpref.GRU(...)), got {type(cell).__name__}")
 
 
 def trajectory_space(cell, shape):
@@ -553,7 +574,8 @@ def check_backend(backend, cell, theta, x, h0=None, *, rtol=None, n_vectors=3, r
     ops, declared, declared_params, not_provided = _operators_of(backend, loss is not None)
     if rtol is not None:
         rtol = check_positive_float("rtol", rtol)
-    n_vectors = check_positive_int("n_vectors", n_vectors)
+    n_vectors = check_positive_int("n_vectors", n_vectors, maximum=MAX_RANDOM_DRAWS,
+                                   why="more random draws add nothing a check can use, and the loop would run for years")
     includes_h0 = check_bool("includes_h0", includes_h0)
     rng = as_generator(rng)
     lin = linearize(cell, theta, x, h0)

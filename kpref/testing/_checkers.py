@@ -17,7 +17,7 @@ import numbers
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, aslinearoperator
 
-from .._checks import as_generator, as_real_array, check_bool, check_positive_float, check_positive_int
+from .._checks import MAX_RANDOM_DRAWS, as_generator, as_real_array, check_bool, check_positive_float, check_positive_int
 
 __all__ = ["dottest", "dottest_pair", "symmetric_residual", "taylor_test", "complex_step", "richardson"]
 
@@ -41,10 +41,26 @@ def _check_shape_arg(name, shape):
         dims = tuple(dims)
     except TypeError:
         raise TypeError(f"{name}: expected a shape (a tuple of positive integers), got {shape!r}") from None
+    if not dims:
+        raise ValueError(f"{name}: expected a shape with at least one dimension, got {shape!r}")
     return tuple(check_positive_int(f"{name}[{i}]", d) for i, d in enumerate(dims))
 
 
-def _real_result(name, value, shape):
+def _call_on(name, fn, v, shape_name):
+    """``fn(v)``; a ValueError/TypeError/IndexError raised by ``fn`` on ``v`` names ``fn`` and ``shape_name``.
+
+    A map that cannot take an input of the declared shape usually means the shape is wrong: the raw
+    message (a NumPy "matmul: dimension mismatch") would name neither.
+    """
+    try:
+        return fn(v.copy())
+    except (ValueError, TypeError, IndexError) as exc:
+        cls = TypeError if isinstance(exc, TypeError) else ValueError
+        raise cls(f"{name}: failed on an input of {shape_name}={v.shape} ({type(exc).__name__}: {exc}); "
+                        f"check {shape_name} and {name}") from exc
+
+
+def _real_result(name, value, shape, shape_name=None):
     """The output of a map under test as float64 of ``shape``: complex, non-numeric, mis-shaped or
     non-finite output is refused (a checker cannot judge it), never cast, reshaped or ignored."""
     arr = np.asarray(value)
@@ -55,7 +71,8 @@ def _real_result(name, value, shape):
     if arr.dtype.kind != "f":
         raise TypeError(f"{name}: expected real floating values, got dtype {arr.dtype}")
     if arr.shape != shape:
-        raise ValueError(f"{name}: returned shape {arr.shape}, expected {shape}")
+        raise ValueError(f"{name}: returned shape {arr.shape}, expected {shape}"
+                         + (f" ({shape_name})" if shape_name else ""))
     arr = arr.astype(np.float64, copy=False)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name}: returned non-finite values ({int((~np.isfinite(arr)).sum())} entries); "
@@ -98,6 +115,9 @@ def symmetric_residual(u, w, Au, Aw):
     rounding error is that of the unit-vector inner products, ``~ n ε``,
     whatever the scale of the data. 0 when both products vanish.
     """
+    u, w = as_real_array("u", u), as_real_array("w", w)
+    Au = as_real_array("Au", Au, w.shape)      # A u lives where w does, Aᴴ w where u does
+    Aw = as_real_array("Aw", Aw, u.shape)
     nu, nw, na, nb = _norm(u), _norm(w), _norm(Au), _norm(Aw)
     # the products ‖A u‖‖w‖ and ‖u‖‖Aᴴ w‖ as mantissa · 2^exponent: exact power-of-two scaling, no
     # under/overflow, and no rounding beyond the mantissa product (logarithms would lose ~|log| ε)
@@ -130,7 +150,8 @@ def dottest_pair(forward, adjoint, in_shape, out_shape, *, rng=None, n_pairs=8, 
     ``forward`` or ``adjoint``), as are a negative or NaN ``rtol``.
     """
     rng = as_generator(rng)
-    n_pairs = check_positive_int("n_pairs", n_pairs)
+    n_pairs = check_positive_int("n_pairs", n_pairs, maximum=MAX_RANDOM_DRAWS,
+                                 why="more random pairs add nothing a dot test can use, and the loop would run for years")
     rtol = _check_rtol(rtol)
     in_shape = _check_shape_arg("in_shape", in_shape)
     out_shape = _check_shape_arg("out_shape", out_shape)
@@ -142,8 +163,8 @@ def dottest_pair(forward, adjoint, in_shape, out_shape, *, rng=None, n_pairs=8, 
     for i in range(n_pairs):
         u = rng.standard_normal(in_shape)
         w = rng.standard_normal(out_shape)
-        Au = _real_result("forward", forward(u.copy()), out_shape)
-        Aw = _real_result("adjoint", adjoint(w.copy()), in_shape)
+        Au = _real_result("forward", _call_on("forward", forward, u, "in_shape"), out_shape, "out_shape")
+        Aw = _real_result("adjoint", _call_on("adjoint", adjoint, w, "out_shape"), in_shape, "in_shape")
         res = symmetric_residual(u, w, Au, Aw)
         if res > worst:
             worst, report = res, (i, float(np.vdot(Au.ravel(), w.ravel())), float(np.vdot(u.ravel(), Aw.ravel())))
@@ -174,11 +195,17 @@ def dottest(op, *, rng=None, n_pairs=8, rtol=1e-13):
                             "dottest draws real vectors and would judge only the real part")
         if dtype is None or np.dtype(dtype).kind != "f":
             raise TypeError(f"op: expected a real floating matrix or a LinearOperator, got dtype {dtype}")
+        if isinstance(arr, np.ndarray):
+            # a dense matrix is checked as any kpref array: 2-D, non-empty, finite (NaN/inf would give a verdict
+            # on non-finite products, which no threshold can judge)
+            arr = as_real_array("op", arr, (None, None), ("rows", "columns"))
         op = aslinearoperator(arr)
     if op.dtype is not None and np.dtype(op.dtype).kind == "c":
         raise TypeError(f"op: expected a real LinearOperator, got dtype {op.dtype}; dottest draws real "
                         "vectors and would judge only the real part")
     n, m = op.shape
+    if min(n, m) < 1:
+        raise ValueError(f"op: expected a non-empty operator, got shape {op.shape}")
     return dottest_pair(op.matvec, op.rmatvec, (m,), (n,), rng=rng, n_pairs=n_pairs, rtol=rtol,
                         name=getattr(op, "name", type(op).__name__))
 
@@ -226,7 +253,10 @@ def taylor_test(f, x, dx, derivative, *, h0=None, n_steps=18, floor=None, linear
     dx = as_real_array("dx", dx, x.shape)
     if not callable(f):
         raise TypeError(f"f: expected a callable, got {type(f).__name__}")
-    n_steps = check_positive_int("n_steps", n_steps, minimum=4)
+    # from the largest float (2**1024) to the smallest subnormal (2**-1074) there are 2098 halvings: more
+    # steps are all h = 0 (no remainder to measure)
+    n_steps = check_positive_int("n_steps", n_steps, minimum=4, maximum=2098,
+                                 why="h0 / 2**n_steps underflows to 0 beyond 2098 halvings of any float")
     linear_ok = check_bool("linear_ok", linear_ok)
     f0 = _value("f(x)", f(x.copy()), None)
     d = as_real_array("derivative", derivative, allow_empty=True)

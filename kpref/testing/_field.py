@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import as_generator, check_positive_float, check_positive_int
+from .._checks import as_generator, check_positive_float, check_positive_int, check_size_memory
 from ._checkers import dottest_pair, richardson
 
 __all__ = ["check_field"]
@@ -61,6 +61,9 @@ def check_field(cell, rng=None, theta=None, *, num_rows=3, rtol=1e-10):
         raise TypeError(f"cell: expected a kpref.ODECell (the field's integrator), got {type(cell).__name__}")
     rng = as_generator(rng)
     M = check_positive_int("num_rows", num_rows)
+    # about a dozen (M, S) row blocks (z, f, cache, directions, products, Richardson's evaluations) and x
+    check_size_memory(f"num_rows={M}", 8 * M * (12 * cell.state_size + 2 * cell.input_size),
+                      what="the field's row blocks")
     rtol = check_positive_float("rtol", rtol)
     theta = cell.init_params(rng) if theta is None else cell.check_theta(theta)
     params = cell._params(theta)

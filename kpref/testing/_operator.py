@@ -15,7 +15,7 @@ from collections import OrderedDict
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
-from .._checks import as_generator, as_real_array, check_positive_float, check_positive_int
+from .._checks import MAX_RANDOM_DRAWS, as_generator, as_real_array, check_positive_float, check_positive_int
 from ..interop._names import describe_value
 from ..operators._linearization import Linearization, linearize
 from ..operators._named import NamedOperator
@@ -135,7 +135,8 @@ def check_operator(fn, reference, *, adjoint=None, space=None, lin=None, dtype=N
     declared = _declared_dtype(dtype)
     if rtol is not None:
         rtol = check_positive_float("rtol", rtol)
-    n_vectors = check_positive_int("n_vectors", n_vectors)
+    n_vectors = check_positive_int("n_vectors", n_vectors, maximum=MAX_RANDOM_DRAWS,
+                                   why="more random draws add nothing a check can use, and the loop would run for years")
     rng = as_generator(rng)
     name = str(name if name is not None else getattr(ref_op, "name", "operator"))
     in_space, out_space = _spaces(space, ref_op.shape, lin)

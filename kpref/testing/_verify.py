@@ -54,6 +54,7 @@ import time
 import numpy as np
 
 from ..cells._simulate import _run
+from .._checks import as_generator, as_real_array, check_positive_int, check_size_memory
 from ._checkers import complex_step, dottest, dottest_pair, richardson, taylor_test
 from ._metrics import relative_error
 
@@ -93,6 +94,23 @@ def continuous_adjoint_order(cell, theta, x, h0, e, levels=(2, 4, 8)):
     """
     from ..operators._linearization import linearize
 
+    from ..cells._simulate import check_problem
+    from ..ode import ODECell
+
+    if not isinstance(cell, ODECell):
+        raise TypeError(f"cell: expected a kpref ODE cell (ODECell or RateODE: it has a step dt to refine), "
+                        f"got {type(cell).__name__}")
+    theta, x, h0 = check_problem(cell, theta, x, h0)
+    B, T = x.shape[:2]
+    e = as_real_array("e", e, (B, T, cell.state_size), ("B", "T", "S"))
+    if isinstance(levels, (str, bytes)) or not hasattr(levels, "__iter__"):
+        raise TypeError(f"levels: expected a sequence of refinement factors (ints >= 1), got {levels!r}")
+    levels = tuple(check_positive_int(f"levels[{i}]", r) for i, r in enumerate(levels))
+    if len(set(levels)) < 2:
+        raise ValueError(f"levels: expected at least two distinct refinement factors (an order is a slope), "
+                         f"got {levels}")
+    check_size_memory(f"levels={levels}", 8 * 6 * B * T * max(levels) * (cell.state_size + cell.input_size),
+                      what="the refined trajectories")
     B, T, S = e.shape
     dts, diffs = [], []
     for r in levels:
@@ -112,6 +130,19 @@ def verify_cell(name, cell, rng, B, T):
     import kpref
     from ..operators._linearization import linearize
 
+    from ..cells import Cell
+
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected the cell's name (a string), got {type(name).__name__}")
+    if not isinstance(cell, Cell):
+        raise TypeError(f"cell: expected a kpref cell (e.g. kpref.GRU(...)), got {type(cell).__name__}")
+    rng = as_generator(rng)
+    B = check_positive_int("B", B)
+    T = check_positive_int("T", T)
+    # x, h, the materialized A_t blocks and a few trajectory-sized vectors
+    check_size_memory(f"B={B}, T={T}", 8 * B * T * (cell.input_size + 8 * cell.state_size
+                                                    + 2 * cell.state_size * cell.state_size),
+                      what=f"the verification problem of {name}")
     rows = []
     size = f"B={B},T={T},N={cell.input_size},S={cell.state_size}"
     theta = cell.init_params(rng=rng, g=1.5)
