@@ -1299,66 +1299,9 @@ def _cases():
 
 
 #: Open instances, each with its reason (strict xfail: a fix makes the test fail until the row is removed).
-#: Found by rel2 in the rows added for callables published after the first table, not yet fixed in the package
-#: (see /work/notes/rel2.md); each is a bug to fix at its source, then delete its row here.
-#: K's per-unit blocks live in kpref/analysis/_unit_blocks.py, owned by helper kblk2 (issue 17) while rel3 worked
-#: on issue 14: these arguments are not checked there (raw NumPy/SciPy messages, NaN and bad limits accepted)
-KBLK2 = "owned by kblk2: kpref/analysis/_unit_blocks.py does not check this argument"
-
-XFAIL = {
-    "analysis.KBlocks(matmat)-X-nan": KBLK2,
-    "analysis.KBlocks(matmat)-X-inf": KBLK2,
-    "analysis.KBlocks(matmat)-X--inf": KBLK2,
-    "analysis.KBlocks(matmat)-X-int": KBLK2,
-    "analysis.KBlocks(matmat)-X-bool": KBLK2,
-    "analysis.KBlocks(matmat)-X-complex": KBLK2,
-    "analysis.KBlocks(matmat)-X-object": KBLK2,
-    "analysis.KBlocks(matmat)-X-str": KBLK2,
-    "analysis.KBlocks(matmat)-X-str-array": KBLK2,
-    "analysis.KBlocks(matmat)-X-none": KBLK2,
-    "analysis.KBlocks(matmat)-X-rank+1": KBLK2,
-    "analysis.KBlocks(matmat)-X-rank-1": KBLK2,
-    "analysis.KBlocks(matmat)-X-size-first": KBLK2,
-    "analysis.KBlocks(matmat)-X-empty": KBLK2,
-    "analysis.KBlocks(matmat)-X-scalar": KBLK2,
-    "analysis.KBlocks(matmat)-X-dict": KBLK2,
-    "analysis.KBlocks(eigenvalues)-k-negative": KBLK2,
-    "analysis.KBlocks(eigenvalues)-k-zero": KBLK2,
-    "analysis.KBlocks(eigenvalues)-k-float": KBLK2,
-    "analysis.KBlocks(eigenvalues)-k-integral-float": KBLK2,
-    "analysis.KBlocks(eigenvalues)-k-bool": KBLK2,
-    "analysis.KBlocks(eigenvalues)-k-str": KBLK2,
-    "analysis.KBlocks(eigenvalues)-k-nan": KBLK2,
-    "analysis.KBlocks(eigenvalues)-k-complex": KBLK2,
-    "analysis.KBlocks(eigenvalues)-k-huge": KBLK2,
-    "analysis.KBlocks(eigenvalues)-k-overflow": KBLK2,
-    "analysis.KBlocks(eigenvalues)-k-array": KBLK2,
-    "analysis.KBlocks(reduced)-axes-none": KBLK2,
-    "analysis.KBlocks(reduced)-axes-str": KBLK2,
-    "analysis.KBlocks(reduced)-axes-out-of-range": KBLK2,
-    "analysis.KBlocks(reduced)-axes-negative": KBLK2,
-    "analysis.KBlocks(reduced)-axes-float": KBLK2,
-    "analysis.KBlocks(reduced)-axes-all": KBLK2,
-    "analysis.KBlocks(reduced)-axes-repeated": KBLK2,
-    "analysis.KBlocks(with_memory_limit)-memory_limit-nan": KBLK2,
-    "analysis.KBlocks(with_memory_limit)-memory_limit-inf": KBLK2,
-    "analysis.KBlocks(with_memory_limit)-memory_limit-negative": KBLK2,
-    "analysis.KBlocks(with_memory_limit)-memory_limit-zero": KBLK2,
-    "analysis.KBlocks(with_memory_limit)-memory_limit-str": KBLK2,
-    "analysis.KBlocks(with_memory_limit)-memory_limit-bool": KBLK2,
-    "analysis.KBlocks(with_memory_limit)-memory_limit-list": KBLK2,
-    # SweepConfig.checked() checks each field but not the memory a run needs: a run refuses at its first
-    # allocation (the cell's and the task generators' memory checks), after run_sweep has claimed its folder
-    "experiments.ExperimentConfig-hidden_size-huge": "accepted silently (no memory check in checked(); the report "
-                                                     "CLI checks a run's memory, the Python runners do not)",
-    "experiments.ExperimentConfig-batch_size-huge": "accepted silently (no memory check in checked(); the report "
-                                                    "CLI checks a run's memory, the Python runners do not)",
-    "experiments.ExperimentConfig-steps-huge": "accepted silently (no memory check in checked(); the report "
-                                               "CLI checks a run's memory, the Python runners do not)",
-    "sweep.SweepConfig-hidden_size-huge": "accepted silently (no memory check before the sweep starts)",
-    "sweep.SweepConfig-batch_size-huge": "accepted silently (no memory check before the sweep starts)",
-    "sweep.SweepConfig-steps-huge": "accepted silently (no memory check before the sweep starts)",
-}
+#: Empty: every instance found so far is fixed at its source. A new finding goes here as
+#: "label-arg-bad": "reason" until it is fixed, so that the fix is noticed (XPASS fails strict).
+XFAIL = {}
 
 
 def _mark(param):

@@ -69,7 +69,8 @@ import numpy as np
 import scipy.linalg
 from scipy.sparse.linalg import LinearOperator
 
-from .._checks import DEFAULT_MEMORY_LIMIT, check_choice, check_memory, check_memory_limit, check_positive_int
+from .._checks import (DEFAULT_MEMORY_LIMIT, as_real_array, check_choice, check_memory, check_memory_limit,
+                       check_positive_int)
 from .._jit import njit
 from ..operators._named import CheckedInputOperator, NamedOperator
 
@@ -158,6 +159,23 @@ def _unit_layout(cell):
             f"unit_blocks: {name}'s state parts {parts} do not all have the same number of units; K has no "
             "per-unit block structure here, use lin.K")
     return sizes.pop(), len(parts)
+
+
+def _reduced_axes(axes):
+    """``axes`` of :meth:`KBlocks.reduced`: a non-empty tuple or list of distinct axis indices of (B, T, S),
+    not all three."""
+    if not isinstance(axes, (tuple, list)) or len(axes) == 0:
+        raise TypeError(f"axes: expected a non-empty tuple of axis indices of (B, T, S), got {axes!r}")
+    for a in axes:
+        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)):
+            raise TypeError(f"axes: expected integer axis indices in [0, 3), got {axes!r}")
+        if not 0 <= a < 3:
+            raise ValueError(f"axes: expected axis indices in [0, 3), got {axes!r}")
+    if len(set(int(a) for a in axes)) != len(axes):
+        raise ValueError(f"axes: expected distinct axes, got {axes!r}")
+    if len(axes) == 3:
+        raise ValueError(f"axes: reducing every axis leaves nothing; expected at most 2 axes, got {axes!r}")
+    return tuple(sorted(int(a) for a in axes))
 
 
 def unit_blocks(lin, memory_limit=None):
@@ -392,6 +410,7 @@ class KBlocks:
 
     def with_memory_limit(self, memory_limit):
         """The same blocks (shared arrays and caches so far) under another memory limit."""
+        memory_limit = check_memory_limit(memory_limit)
         other = copy.copy(self)
         other.memory_limit = memory_limit
         return other
@@ -459,6 +478,10 @@ class KBlocks:
     def eigenvalues(self, k=None, which="LA"):
         """Eigenvalues of ``K`` ordered by ``which`` ('LA', 'SA', 'LM'): all ``B·T·S`` or the ``k`` first."""
         check_choice("which", which, ("LA", "SA", "LM"))
+        if k is not None:
+            k = check_positive_int("k", k)
+            if k > self.size:
+                raise ValueError(f"k: expected at most B·T·S = {self.size}, got {k}")
         n_zero = self.units * (self.rows - self.block_size)
         if k is not None and which == "LA" and self._eig is None and k < self.block_size:
             m = self.block_size
@@ -607,7 +630,10 @@ class KBlocks:
     def matmat(self, X):
         """``K X`` through the blocks (X (B·T·S, k)); for checks, ``lin.K`` is faster."""
         B, T, S = self.shape
+        X = as_real_array("X", X, (self.size, None), ("B·T·S", "k"))
         k = X.shape[1]
+        gates = max(site.d.shape[2] for site in self.sites)
+        check_memory("KBlocks.matmat", 8 * (2 * X.size + 2 * B * T * gates * self.units * k), self.memory_limit)
         W = X.reshape(B * T, self.parts, self.units, k)
         out = np.zeros_like(W)
         for s, G in zip(self.sites, self.grams()):
@@ -629,7 +655,7 @@ class KBlocks:
         """
         check_choice("kind", kind, ("partial_trace", "marginal_sum"))
         check_choice("reduction", reduction, ("sum", "mean"))
-        axes = tuple(sorted(axes))
+        axes = _reduced_axes(axes)
         B, T, S = self.shape
         H, P = self.units, self.parts
         sizes = (B, T)

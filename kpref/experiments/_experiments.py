@@ -85,7 +85,8 @@ import numpy as np
 from .. import analysis
 from .. import tasks as _tasks
 from .._identity import repeated_identity
-from .._checks import as_generator, as_real_array, check_choice, check_positive_float, check_positive_int, check_size_memory
+from .._checks import (as_generator, as_real_array, check_choice, check_positive_float, check_positive_int,
+                       check_size_memory, physical_memory)
 from ..cells import GRU, LSTM, Elman, LeakyRNN
 from ..operators import check_mask, linearize, mask_weights, mse_loss
 from ..training._train import train
@@ -181,6 +182,9 @@ class ExperimentConfig:
             raise ValueError(
                 f"num_checkpoints: expected at most steps + 1 = {self.steps + 1}, got {self.num_checkpoints}")
         self.task_kwargs()  # timing checks of the task generators
+        check_run_size(self.hidden_size, self.batch_size, self.steps,
+                       self.fixation_steps + self.stimulus_steps + self.memory_steps + self.response_steps
+                       + self.grace_steps, self.num_checkpoints)
         x = _tasks.multitask(1, 0, rules=tuple(self.rules), **self.task_kwargs()).x
         if self.method == "exact":                  # refuse up front, with the figure (SPEC §7)
             for name in self.cells:
@@ -215,6 +219,29 @@ def _cell_classes():
 def available_cells():
     """Cell names the experiments know."""
     return tuple(_cell_classes())
+
+
+def check_run_size(hidden_size, batch_size, steps, num_steps, num_checkpoints):
+    """Refuse (ValueError naming the fields) sizes whose arrays could not fit in this machine's RAM.
+
+    A cheap bound, before anything is built (no cell, no task batch): the
+    loss history (``steps + 1``), the trajectory and its step caches
+    (``17·B·T·S`` floats, ``S ≤ 2H``) and θ with Adam's moments and every
+    checkpoint (``≤ 4H(H + 2)`` parameters, the LSTM's count without its
+    few inputs). The report's ``--memory-limit`` check and each
+    allocation's own check come later; this one catches what could never
+    run, whatever the limit.
+    """
+    physical = physical_memory()
+    if physical is None:                     # pragma: no cover - non-POSIX: the allocations check
+        return
+    H, B = int(hidden_size), int(batch_size)
+    need = 8 * (int(steps) + 1) + 8 * 17 * B * int(num_steps) * 2 * H + 8 * 4 * H * (H + 2) * (3 + num_checkpoints)
+    if need > physical:
+        raise ValueError(
+            f"hidden_size/batch_size/steps: a run needs about {need / 2**30:.3g} GiB of arrays (hidden_size={H}, "
+            f"batch_size={B}, steps={steps}, {num_steps} time steps), more than this machine's "
+            f"{physical / 2**30:.3g} GiB of RAM")
 
 
 def make_cell(name, input_size, hidden_size):

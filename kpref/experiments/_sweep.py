@@ -95,7 +95,7 @@ from ..cells import simulate
 from ..operators._linearization import linearize
 from ..training._train import train
 from ._executors import run_local
-from ._experiments import (_propagator_blocks, available_cells, checkpoint_schedule, dense_bytes, make_cell,
+from ._experiments import (_propagator_blocks, check_run_size, available_cells, checkpoint_schedule, dense_bytes, make_cell,
                            participation_ratio)
 
 __all__ = ["SweepConfig", "SWEEP_TASKS", "train_kwargs", "task_batch", "trivial_loss", "run_id", "run_one",
@@ -204,6 +204,9 @@ class SweepConfig:
             check_positive_int(f"seeds[{i}]", s, minimum=0)
         for i, t in enumerate(self.tasks):
             check_choice(f"tasks[{i}]", t, SWEEP_TASKS)
+        check_run_size(self.hidden_size, self.batch_size, self.steps,
+                       self.context_steps + self.stimulus_steps + self.memory_steps + self.response_steps,
+                       self.num_checkpoints)
         _train_kwargs(self)           # protocol keywords this kpref.train accepts
         return self
 
