@@ -364,15 +364,9 @@ def _table():
                                         lambda: dict(t=1, W=np.ones((2, 2, 4))), {"t": "nonnegint", "W": "array"},
                                         skip={"W": K_FREE}),
         "Linearization.state_jacobians": Entry(lambda memory_limit: f().lin.state_jacobians(memory_limit),
-                                               lambda: dict(memory_limit=None), {"memory_limit": "memory"},
-                                        # OPEN (notes rel2): memory_limit unchecked, and the outcome depends on
-                                        # whether the blocks were already built (order-dependent: not xfail-able)
-                                        skip={"memory_limit": {n for n, _ in MEMORY}}),
+                                               lambda: dict(memory_limit=None), {"memory_limit": "memory"}),
         "Linearization.kronecker_factors": Entry(lambda memory_limit: f().lin.kronecker_factors(memory_limit),
-                                                 lambda: dict(memory_limit=None), {"memory_limit": "memory"},
-                                        # OPEN (notes rel2): memory_limit unchecked, and the outcome depends on
-                                        # whether the blocks were already built (order-dependent: not xfail-able)
-                                        skip={"memory_limit": {n for n, _ in MEMORY}}),
+                                                 lambda: dict(memory_limit=None), {"memory_limit": "memory"}),
         "Linearization.propagate_forward_in_time": Entry(lambda Q: f().lin.propagate_forward_in_time(Q),
                                                          lambda: dict(Q=np.ones((2, 5, 2, 4))), {"Q": "array"},
                                                          skip={"Q": K_FREE}),
@@ -586,10 +580,7 @@ def _more_entries():
     T = {
         "GRU.weight_sites": Entry(lambda pt: f().cell.weight_sites(pt), lambda: dict(pt=f().pt), {"pt": "step_point"}),
         "Linearization.K_blocks": Entry(lambda memory_limit: f().lin.K_blocks(memory_limit),
-                                        lambda: dict(memory_limit=None), {"memory_limit": "memory"},
-                                        # OPEN (notes rel2): memory_limit unchecked, and the outcome depends on
-                                        # whether the blocks were already built (order-dependent: not xfail-able)
-                                        skip={"memory_limit": {n for n, _ in MEMORY}}),
+                                        lambda: dict(memory_limit=None), {"memory_limit": "memory"}),
         "analysis.eigenpairs": Entry(_fn(analysis.eigenpairs),
                                      lambda: dict(op=f().psd, k=3, which="LA", method="dense", tol=1e-10, rng=0,
                                                   memory_limit=None),
