@@ -190,7 +190,8 @@ def config_from_args(args):
     except ValueError as err:
         # name the command-line option rather than the config field
         msg = str(err)
-        for field, option in (("hidden_size", "--hidden"), ("cells[", "--cells["), ("g[", "--g["),
+        for field, option in (("hidden_size/batch_size/steps", "--hidden/--steps"), ("hidden_size", "--hidden"),
+                              ("cells[", "--cells["), ("g[", "--g["),
                               ("alignment_gain", "--alignment-g"), ("method", "--method"),
                               ("num_checkpoints", "--steps (number of checkpoints)")):
             if msg.startswith(field):

@@ -936,7 +936,8 @@ def config_from_args(args):
         for fld, opt in (("minibatch_size", "--batch-size"), ("pool_size", "--pool-size"),
                          ("pool_noise_std", "--pool-noise"), ("clip_grad_norm", "--clip-grad-norm"),
                          ("loss_tolerance", "--loss-tolerance"), ("momentum", "--momentum"),
-                         ("optimizer", "--optimizer"), ("hidden_size", "--hidden"), ("batch_size", "--batch"), ("learning_rate", "--lr"),
+                         ("optimizer", "--optimizer"), ("hidden_size/batch_size/steps", "--hidden/--batch/--steps"),
+                         ("hidden_size", "--hidden"), ("batch_size", "--batch"), ("learning_rate", "--lr"),
                          ("g_convention", "--g-convention"), ("cells[", "--cells["), ("g[", "--g["),
                          ("seeds[", "--seeds["), ("tasks[", "--tasks["), ("steps", "--steps"),
                          ("num_checkpoints", "--checkpoints"), ("method", "--method")):
