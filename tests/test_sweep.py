@@ -269,7 +269,7 @@ def test_ctrl_c_leaves_complete_runs_or_none(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         sw.run_sweep(TINY, out, figures=False)
     monkeypatch.setattr(sw, "run_one", real)
-    leftovers = [f for _, _, files in os.walk(out) for f in files if ".tmp-" in f]
+    leftovers = [f for _, _, files in os.walk(out) for f in files if "-tmp-" in f]
     assert leftovers == []
     assert len(_records_safe(out)) == 1                      # the first run, complete
     again = sw.run_sweep(TINY, out, figures=False)

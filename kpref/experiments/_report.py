@@ -83,6 +83,7 @@ from . import _experiments as ex
 from ._executors import run_local
 from .. import tasks as _tasks
 from .._checks import check_memory_limit, check_positive_int
+from .._atomic import TMP_PREFIX, atomic_write
 from .._signals import sigint_deferred
 
 __all__ = ["add_arguments", "main", "run_report", "read_report", "summary_table", "write_figures",
@@ -94,7 +95,7 @@ MANIFEST = "manifest.json"
 INCOMPLETE = "INCOMPLETE"
 REPORT_KIND = "kpref report"
 _STAGING_PREFIX = ".kpref-staging-"
-_TMP_PREFIX = ".kpref-tmp-"
+_TMP_PREFIX = TMP_PREFIX
 #: Names a report run writes into ``--out`` (a folder holding only these, and hidden leftovers of
 #: ours, is a report folder even without a manifest: reports written before manifests existed).
 _REPORT_NAMES = frozenset(FIGURES) | {"report.json", "checkpoints", MANIFEST, INCOMPLETE}
@@ -320,33 +321,9 @@ def claim_folder(out, overwrite=False):
     return out
 
 
-def _atomic_write(path, write):
-    """``write(fh)`` into a temporary file in ``path``'s folder, flushed to disk, then ``os.replace`` it."""
-    folder, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(dir=folder or ".", prefix=_TMP_PREFIX + name + ".")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o666 & ~_umask())      # mkstemp makes 0600; a report is an ordinary file
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _atomic_json(path, obj):
     data = json.dumps(obj, indent=1, allow_nan=False).encode("utf-8")
-    return _atomic_write(path, lambda fh: fh.write(data))
+    return atomic_write(path, lambda fh: fh.write(data))
 
 
 def _sha256(path):
@@ -373,7 +350,7 @@ def _commit(staging, out, names):
     """Move the staged run into ``out``: mark INCOMPLETE, replace the files, write the manifest, unmark."""
     with sigint_deferred():
         mark = os.path.join(out, INCOMPLETE)
-        _atomic_write(mark, lambda fh: fh.write(
+        atomic_write(mark, lambda fh: fh.write(
             b"A kpref report run was being moved into this folder and did not finish: its files may mix two "
             b"runs. Run the report again with --overwrite.\n"))
         manifest_path = os.path.join(out, MANIFEST)
@@ -749,7 +726,7 @@ def _log_axis(ax):
 
 
 def _save(fig, out, name):
-    return _atomic_write(os.path.join(out, name), lambda fh: fig.savefig(fh, dpi=110, format="png"))
+    return atomic_write(os.path.join(out, name), lambda fh: fig.savefig(fh, dpi=110, format="png"))
 
 
 # -------------------------------------------------------------------- CLI

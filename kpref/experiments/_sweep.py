@@ -87,6 +87,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from .. import analysis
+from .._atomic import atomic_write
 from .. import tasks as _tasks
 from .. import training as _training
 from ..training import pool_batches
@@ -575,18 +576,8 @@ def _sha256(path):
 
 
 def _atomic_bytes(path, data):
-    """Write ``data`` to a temporary file beside ``path`` and rename it (removed again if interrupted)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write ``data`` atomically (:func:`kpref._atomic.atomic_write`)."""
+    atomic_write(path, lambda fh: fh.write(data))
 
 
 def _record_bytes(record):

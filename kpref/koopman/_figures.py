@@ -9,10 +9,10 @@ new one, never half of one.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 
+from .._atomic import atomic_write
 from .._checks import check_real
 from ._replicates import WithinBetween, as_replicate_spectra
 
@@ -28,26 +28,10 @@ def _pyplot():
     return plt
 
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _save(fig, path):
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    suffix = os.path.splitext(path)[1] or ".png"
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=suffix, prefix=".tmp-")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the mode open() would
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """The figure, written atomically (:func:`kpref._atomic.atomic_write`) in the format its suffix names."""
+    suffix = os.path.splitext(os.fspath(path))[1] or ".png"
+    atomic_write(path, lambda fh: fig.savefig(fh, dpi=110, bbox_inches="tight", format=suffix[1:]))
 
 
 def _check_out(path, title):

@@ -41,7 +41,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._checks import (DEFAULT_MEMORY_LIMIT, as_generator, as_real_array, check_choice, check_positive_float,
-                       check_positive_int, check_size_memory)
+                       check_positive_int, check_real, check_size_memory)
 from ..cells._cell import Cell
 from ..cells._simulate import _run, check_problem
 from ..operators import check_mask, linearize, mse_loss
@@ -193,17 +193,6 @@ def _json_ready(value):
         return value.tolist()
     if isinstance(value, np.integer):
         return int(value)
-    return value
-
-
-def _optional_nonneg_float(name, value):
-    if value is None:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected None or a real number >= 0, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(f"{name}: expected None or a finite number >= 0, got {value!r}")
     return value
 
 
@@ -445,7 +434,7 @@ class _Spec(NamedTuple):
         if not isinstance(overwrite, (bool, np.bool_)):
             raise TypeError(f"overwrite: expected a bool, got {overwrite!r}")
         clip = None if clip_grad_norm is None else check_positive_float("clip_grad_norm", clip_grad_norm)
-        tol = _optional_nonneg_float("loss_tolerance", loss_tolerance)
+        tol = None if loss_tolerance is None else check_real("loss_tolerance", loss_tolerance, minimum=0.0)
         if batch_fn is not None:
             if not callable(batch_fn):
                 raise TypeError(f"batch_fn: expected a callable batch_fn(rng, step), got {type(batch_fn).__name__}")
