@@ -1,4 +1,4 @@
-"""Atomic file writes: the one writer of the report, the sweep and the Koopman figures.
+"""Atomic file writes (the one writer of the report, the sweep and the Koopman figures) and file digests.
 
 :func:`atomic_write` writes into a temporary file in the target's folder
 (name ``.kpref-tmp-<name>.<random>``, so a folder's owner can recognize and
@@ -10,10 +10,11 @@ On any exception, KeyboardInterrupt included, the temporary file is removed.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 
-__all__ = ["TMP_PREFIX", "atomic_write"]
+__all__ = ["TMP_PREFIX", "atomic_write", "file_sha256"]
 
 TMP_PREFIX = ".kpref-tmp-"
 
@@ -43,3 +44,12 @@ def atomic_write(path, write):
             os.remove(tmp)
         raise
     return path
+
+
+def file_sha256(path):
+    """Hex SHA-256 of a file's bytes (read in 1 MiB chunks): what a manifest records and a reader checks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

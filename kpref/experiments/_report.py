@@ -66,7 +66,6 @@ exit with status 2, without a traceback.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -83,7 +82,7 @@ from . import _experiments as ex
 from ._executors import run_local
 from .. import tasks as _tasks
 from .._checks import check_memory_limit, check_positive_int
-from .._atomic import TMP_PREFIX, atomic_write
+from .._atomic import TMP_PREFIX, atomic_write, file_sha256
 from .._signals import sigint_deferred
 
 __all__ = ["add_arguments", "main", "run_report", "read_report", "summary_table", "write_figures",
@@ -326,14 +325,6 @@ def _atomic_json(path, obj):
     return atomic_write(path, lambda fh: fh.write(data))
 
 
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _file_table(folder):
     """{relative path: {"bytes", "sha256"}} of every file under ``folder`` (POSIX separators)."""
     table = {}
@@ -342,7 +333,7 @@ def _file_table(folder):
         for name in sorted(files):
             full = os.path.join(root, name)
             rel = os.path.relpath(full, folder).replace(os.sep, "/")
-            table[rel] = {"bytes": os.path.getsize(full), "sha256": _sha256(full)}
+            table[rel] = {"bytes": os.path.getsize(full), "sha256": file_sha256(full)}
     return table
 
 

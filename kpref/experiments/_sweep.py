@@ -87,7 +87,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from .. import analysis
-from .._atomic import atomic_write
+from .._atomic import atomic_write, file_sha256
 from .. import tasks as _tasks
 from .. import training as _training
 from ..training import pool_batches
@@ -567,14 +567,6 @@ def _jsonable(obj):
 
 
 # ----------------------------------------------------------------- storage
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _atomic_bytes(path, data):
     """Write ``data`` atomically (:func:`kpref._atomic.atomic_write`)."""
     atomic_write(path, lambda fh: fh.write(data))
@@ -623,7 +615,7 @@ def _is_complete(folder, config):
         if manifest.get("format") != _FORMAT or manifest.get("settings_hash") != config.settings_hash():
             return False
         for name, digest in manifest["files"].items():
-            if _sha256(os.path.join(folder, name)) != digest:
+            if file_sha256(os.path.join(folder, name)) != digest:
                 return False
         return True
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
