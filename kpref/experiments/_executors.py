@@ -8,8 +8,9 @@ so a caller that stores them by index gets the same output whatever the
 number of workers: each run seeds its own ``numpy.random.Generator`` and
 shares no state with the others.
 
-Ctrl-C: the workers ignore SIGINT (a terminal sends it to the whole
-process group), so it reaches only the parent, as a KeyboardInterrupt; the
+Ctrl-C: the workers never act on SIGINT (a terminal sends it to the whole
+process group): they are spawned with it blocked and then ignore it, so it
+reaches only the parent, as a KeyboardInterrupt; the
 parent then terminates its workers, cancels what has not started and
 re-raises. A worker killed by the operating system makes the pool raise
 ``BrokenProcessPool``; nothing half-done is returned.
@@ -44,7 +45,17 @@ def run_local(fn, items, jobs):
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_ignore_sigint)
     try:
-        futures = {pool.submit(fn, *args): index for index, args in enumerate(items)}
+        # the workers are spawned by these submits; SIGINT is blocked meanwhile, so they start with it blocked
+        # (inherited through fork and exec) instead of catching a Ctrl-C while they import, and a Ctrl-C that
+        # arrives now reaches this process when the block is lifted
+        blocked = hasattr(signal, "pthread_sigmask")
+        if blocked:
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            futures = {pool.submit(fn, *args): index for index, args in enumerate(items)}
+        finally:
+            if blocked:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         for future in as_completed(futures):
             yield futures[future], future.result()
     except BaseException:                 # Ctrl-C, a failed run, or the caller stopped early
