@@ -24,7 +24,7 @@ from ._signals import sigint_deferred
 __all__ = ["njit", "numba"]
 
 
-def njit(func):
+def njit(func=None, *, nogil=False):
     """``numba.njit(cache=True)`` with Ctrl-C held while a signature compiles: the decorator of every kernel.
 
     Compiling (or loading from the cache) goes through the dispatcher's
@@ -33,10 +33,18 @@ def njit(func):
     delivers it when the compile is done, so an interrupted program stops
     with a KeyboardInterrupt and numba's state intact. Calls that find a
     compiled signature do not pass through it.
+
+    ``@njit`` or ``@njit(nogil=True)``: a ``nogil`` kernel releases the GIL
+    while it runs, so threads (e.g. :attr:`kpref.analysis.KBlocks.workers`)
+    run it in parallel; it must not touch Python objects.
     """
+    if func is None:
+        if not isinstance(nogil, bool):
+            raise TypeError(f"nogil: expected a bool, got {nogil!r}")
+        return lambda f: njit(f, nogil=nogil)
     if not callable(func):
         raise TypeError(f"njit: expected a Python function, got {type(func).__name__}")
-    dispatcher = numba.njit(cache=True)(func)
+    dispatcher = numba.njit(cache=True, nogil=bool(nogil))(func)
     compile_signature = dispatcher.compile
 
     def compile_holding_sigint(sig):

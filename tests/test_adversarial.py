@@ -964,7 +964,8 @@ def _rel3_entries():
                                            {"axes": "kept_axes", "kind": "choice", "reduction": "choice"}),
         "analysis.KBlocks(with_memory_limit)": Entry(lambda memory_limit: _kblocks().with_memory_limit(memory_limit),
                                                      lambda: dict(memory_limit=None), {"memory_limit": "memory"}),
-        "cells.njit": Entry(_fn(kpref.cells.njit), lambda: dict(func=_jit_me), {"func": "callable"}),
+        "cells.njit": Entry(_fn(kpref.cells.njit), lambda: dict(func=_jit_me), {"func": "callable"},
+                            skip={"func": {"none"}}),   # njit(None, nogil=...) is the decorator-factory form
         "strategies.cell_names": Entry(_fn(_strategies().cell_names), lambda: dict(), {}),
         "strategies.finite_arrays": Entry(_fn(_strategies().finite_arrays), lambda: dict(shape=(2, 3), bound=1.0),
                                           {"shape": "shape", "bound": "posfloat"},

@@ -98,3 +98,14 @@ def test_the_previous_handler_is_restored_and_receives_the_signal(body):
 def test_njit_refuses_what_is_not_a_function():
     with pytest.raises(TypeError, match="njit: expected a Python function, got int"):
         njit(3)
+
+
+def test_njit_nogil_form():
+    """``@njit(nogil=True)`` compiles a kernel that releases the GIL; ``nogil`` must be a bool."""
+    def body(x):
+        return x + 1.0
+    kernel = njit(nogil=True)(body)
+    assert kernel(1.0) == 2.0 and kernel.targetoptions.get("nogil") is True
+    assert njit(body).targetoptions.get("nogil", False) is False
+    with pytest.raises(TypeError, match="nogil: expected a bool, got 3"):
+        njit(nogil=3)

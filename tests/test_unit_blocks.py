@@ -482,3 +482,60 @@ def test_locked_lanczos_still_catches_a_wrong_block():
         sites[1] = UnitSite(sites[1].params, sites[1].activity, d)
         wrong = KBlocks(kb.shape, kb.units, sites).eigenvalues(k)
         assert np.abs(wrong - res.values).max() > 1e-6 * exact[0], units
+
+
+def test_fan_in_blocks_by_products_and_block_by_block_agree_with_dense():
+    """The Khatri–Rao route (Z = a_s ⊙ a_s2 shared by all units) and the per-unit F_uᵀF_u route give dense K's answers.
+
+    GRU, N=2, H=8, B=4, T=20: n = 80 rows, fan-in f = 3·3 + 3·9 = 36. The products Z take 80 · (6 + 27 + 45)
+    floats (49 KiB); a limit of 40 KiB (70 KiB with two worker threads) leaves room for the per-unit blocks
+    only (3 · 36² floats, 30 KiB, per worker), so the same KBlocks answer block by block. Tolerance as in the
+    module docstring (RTOL).
+    """
+    lin = _problem("gru", B=4, T=20, H=8)
+    K = kpref.todense(lin.K)
+    lam = np.linalg.eigvalsh(K)
+    kb = lin.K_blocks()
+    assert kb.form == "fan_in" and kb.fan_in == 36
+    for workers in (1, 2):
+        for limit in (None, (40 if workers == 1 else 70) * 1024):
+            fresh = KBlocks(kb.shape, kb.units, kb.sites, memory_limit=limit)
+            fresh.workers = workers
+            s2, s4 = fresh.power_sums()
+            assert abs(s2 - np.sum(lam**2)) <= RTOL * s2 and abs(s4 - np.sum(lam**4)) <= RTOL * s4, (limit, workers)
+            got = fresh.eigenvalues()
+            assert np.abs(got - lam[::-1]).max() <= RTOL * lam.max(), (limit, workers)
+            assert np.abs(fresh.eigenvalues(5) - lam[::-1][:5]).max() <= RTOL * lam.max(), (limit, workers)
+    with pytest.raises(MemoryError, match="KBlocks.block"):
+        KBlocks(kb.shape, kb.units, kb.sites, memory_limit=20 * 1024).power_sums()
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+def test_effective_dimensions_of_K_by_the_gram_and_the_fan_in_routes(name):
+    """D_a = tr_others(K²) from K_u (Gram route, rows written time-major) and from F_u M_u F_uᵀ (no Gram) agree with dense.
+
+    B=4, T=20 (n = 80): the Grams take 2 · 80² floats (100 KiB) and each worker's K_u block (80·P)² floats; a
+    limit of 60 KiB (GRU) or 100 KiB (LSTM, P = 2) leaves the fan-in route only (2 factors 80·P × f and one
+    f × f: 30 KiB and 78 KiB). Tolerance RTOL (module docstring).
+    """
+    lin = _problem(name, B=4, T=20, H=3)
+    K = kpref.todense(lin.K)
+    ref = {a: analysis.effective_dimension(K, lin.shape, a) for a in ("batch", "time", "hidden")}
+    assert lin.K_blocks().form == "fan_in"
+    for limit in (None, (60 if name == "gru" else 100) * 1024):
+        dims = analysis.effective_dimensions(lin, operators=("K",), memory_limit=limit)["K"]
+        for a, v in dims.items():
+            assert abs(v - ref[a]) <= RTOL * ref[a], (limit, a)
+    threaded = lin.K_blocks().with_memory_limit(lin.memory_limit)
+    threaded.workers = 2
+    serial = lin.K_blocks().axis_grams((0, 1, 2))
+    assert all(np.array_equal(threaded.axis_grams((0, 1, 2))[a], serial[a]) for a in (0, 1, 2))   # unit order
+
+
+def test_trajectory_blocks_are_exactly_symmetric():
+    """K_u's entry (j, i) is computed by the same floating-point operations as (i, j)."""
+    for name in ("gru", "lstm", "elman_tanh"):
+        kb = _problem(name, B=2, T=5, H=3).K_blocks()
+        for u in range(kb.units):
+            Ku = kb.trajectory_block(u)
+            assert np.array_equal(Ku, Ku.T), (name, u)

@@ -62,6 +62,7 @@ integrator stage: no single Kronecker core), cells whose sites couple units.
 from __future__ import annotations
 
 import copy
+import queue
 from math import prod
 from typing import NamedTuple
 
@@ -135,6 +136,43 @@ def _inner_kernel(GA, dA, GB, dB, same):
             row += acc[u]
         total += row
     return total
+
+
+@njit(nogil=True)
+def _unit_trajectory_rows(G, ET, T, time_major, out):
+    """``K_u`` of one unit into ``out`` (n·P, n·P) from the stacked Grams ``G`` (s, n, n) and ``ET`` (s, Gq, P, n).
+
+    ``out[r(i,p), j·P + p2] = Σ_s Σ_q (ET[s,q,p,i]·ET[s,q,p2,j])·G[s,i,j] = K_u[(i,p),(j,p2)]``
+    with ``ET[s,q,p,i] = d_s[i,p,q,u]`` (module notes), rows ``r(i,p) = i·P + p``,
+    or ``((t·B + b)·P + p)`` with ``time_major`` (``i = b·T + t``). The
+    innermost loop runs over ``j`` on contiguous rows of ``G`` and ``ET``; the
+    terms are added in the order ``s, q`` for every entry (no reassociation).
+    """
+    S, Q, P, n = ET.shape
+    B = n // T
+    for i in range(n):
+        b = i // T
+        t = i - b * T
+        for p in range(P):
+            r = (t * B + b) * P + p if time_major else i * P + p
+            row = out[r]
+            for x in range(row.size):
+                row[x] = 0.0
+            for s in range(S):
+                g = G[s, i]
+                for q in range(Q):
+                    c = ET[s, q, p, i]
+                    if c == 0.0:          # a padded or inactive gate adds exact zeros
+                        continue
+                    if P == 1:            # contiguous row: the loop vectorizes
+                        e = ET[s, q, 0]
+                        for j in range(n):
+                            row[j] += (c * e[j]) * g[j]
+                        continue
+                    for p2 in range(P):
+                        e = ET[s, q, p2]
+                        for j in range(n):
+                            row[j * P + p2] += (c * e[j]) * g[j]
 
 
 @njit
@@ -369,6 +407,7 @@ class KBlocks:
         self.form = "fan_in" if self.fan_in <= self.rows else "trajectory"
         self.block_size = min(self.fan_in, self.rows)
         self._grams = None
+        self._dstack = None
         self._eig = None
         self.workers = 1
 
@@ -400,13 +439,25 @@ class KBlocks:
             self._grams = np.stack([s.activity @ s.activity.T for s in self.sites])
         return self._grams
 
-    def _stacked_d(self):
+    def _stacked_d_bytes(self):
         G = max(s.d.shape[2] for s in self.sites)
-        n = self.shape[0] * self.shape[1]
-        out = np.zeros((len(self.sites), n, self.parts, G, self.units))
-        for k, s in enumerate(self.sites):
-            out[k, :, :, :s.d.shape[2]] = s.d
-        return out
+        return 0 if self._dstack is not None else 8 * len(self.sites) * self.rows * G * self.units
+
+    def _stacked_d(self):
+        """Every site's ``d`` zero-padded to the largest gate count, stacked (s, n, P, G, H) (cached)."""
+        if self._dstack is None:
+            G = max(s.d.shape[2] for s in self.sites)
+            n = self.shape[0] * self.shape[1]
+            out = np.zeros((len(self.sites), n, self.parts, G, self.units))
+            for k, s in enumerate(self.sites):
+                out[k, :, :, :s.d.shape[2]] = s.d
+            self._dstack = out
+        return self._dstack
+
+    @staticmethod
+    def _unit_ET(D, u):
+        """``ET[s, q, p, i] = d_s[i, p, q, u]`` of one unit, contiguous (the kernel's layout)."""
+        return np.ascontiguousarray(D[:, :, :, :, u].transpose(0, 3, 2, 1))
 
     def with_memory_limit(self, memory_limit):
         """The same blocks (shared arrays and caches so far) under another memory limit."""
@@ -436,15 +487,17 @@ class KBlocks:
         return F.reshape(self.rows, self.fan_in)
 
     def trajectory_block(self, u):
-        """``K_u`` (n·P, n·P), rows ``(i, p)`` with ``i = b·T + t``: ``Σ_s Gram_s ⊙ (E_s E_sᵀ)``."""
+        """``K_u`` (n·P, n·P), rows ``(i, p)`` with ``i = b·T + t``: ``Σ_s Gram_s ⊙ (E_s E_sᵀ)`` (numba kernel).
+
+        Entry ``((i,p),(j,p2))`` is ``Σ_s Σ_q (d_s[i,p,q,u]·d_s[j,p2,q,u])·Gram_s[i,j]``
+        summed in the order ``s, q``: the same floating-point operations for
+        ``(j,p2),(i,p)``, so the block is exactly symmetric.
+        """
         u = self._check_unit(u)
-        self._check_grams("KBlocks.trajectory_block", 8 * 2 * self.rows ** 2)
-        n, P = self.shape[0] * self.shape[1], self.parts
-        K = np.zeros((n, P, n, P))
-        for s, G in zip(self.sites, self.grams()):
-            E = s.d[:, :, :, u]
-            K += G[:, None, :, None] * np.einsum("ipq,jrq->ipjr", E, E, optimize=True)
-        return K.reshape(self.rows, self.rows)
+        self._check_grams("KBlocks.trajectory_block", 8 * self.rows ** 2 + self._stacked_d_bytes())
+        out = np.empty((self.rows, self.rows))
+        _unit_trajectory_rows(self.grams(), self._unit_ET(self._stacked_d(), u), self.shape[1], False, out)
+        return out
 
     def block(self, u):
         """Block ``u`` in :attr:`form`: ``M_u = F_uᵀF_u`` (fan-in) or ``K_u`` (trajectory)."""
@@ -454,15 +507,135 @@ class KBlocks:
         F = self.factor(u)
         return F.T @ F
 
+    # ------------------------------------------------------------ fan-in blocks by Khatri–Rao products
+    def _kr_plan(self):
+        """The site pairs ``(s, s2)``, ``s ≤ s2``, of :meth:`_map_blocks`: gate pairs, activity-column pairs, offsets."""
+        offsets, off = [], 0
+        for site in self.sites:
+            offsets.append(off)
+            off += site.d.shape[2] * site.activity.shape[1]
+        plan = []
+        for s, site in enumerate(self.sites):
+            for s2 in range(s, len(self.sites)):
+                a, a2 = site.activity.shape[1], self.sites[s2].activity.shape[1]
+                G, G2 = site.d.shape[2], self.sites[s2].d.shape[2]
+                if s == s2:       # (c, c2) with c ≤ c2: the blocks are symmetric in the activity pair
+                    gates = [(q, q2) for q in range(G) for q2 in range(q, G)]
+                    c, c2 = np.triu_indices(a)
+                    unpack = np.empty((a, a), dtype=np.intp)
+                    unpack[c, c2] = np.arange(c.size)
+                    unpack[c2, c] = np.arange(c.size)
+                else:
+                    gates = [(q, q2) for q in range(G) for q2 in range(G2)]
+                    c, c2 = np.divmod(np.arange(a * a2), a2)
+                    unpack = None
+                plan.append((s, s2, gates, c, c2, unpack, offsets[s], offsets[s2], a, a2))
+        return plan
+
+    def _kr_bytes(self, plan):
+        """``(Z bytes, bytes per unit of the products)`` of :meth:`_map_blocks`."""
+        n = self.shape[0] * self.shape[1]
+        z = sum(8 * n * p[3].size for p in plan)
+        per_unit = sum(8 * (len(p[2]) * p[3].size + len(p[2]) * n) for p in plan)
+        return z, per_unit
+
+    def _kr_products(self, plan):
+        """``Z[i, k] = a_s[i, c_k] · a_s2[i, c2_k]`` of every site pair (built in column chunks, no temporaries of its size)."""
+        n = self.shape[0] * self.shape[1]
+        out = []
+        for s, s2, _, c, c2, unpack, *_ in plan:
+            A, A2 = self.sites[s].activity, self.sites[s2].activity
+            Z = np.empty((n, c.size))
+            k = 0
+            for ci in range(A.shape[1]):          # the columns of c = ci are a contiguous run of c2 values
+                first = ci if unpack is not None else 0
+                width = A2.shape[1] - first
+                np.multiply(A[:, ci, None], A2[:, first:], out=Z[:, k:k + width])
+                k += width
+            out.append(Z)
+        return out
+
+    def _map_blocks(self, fn):
+        r"""``[fn(M_u) for u in units]`` with the blocks in :attr:`form` (unit order, whatever :attr:`workers`).
+
+        *Fan-in form, by Khatri–Rao products.* Entry ``((s,q,c),(s2,q2,c2))`` of ``M_u = F_uᵀF_u`` is::
+
+            M_u[(s,q,c),(s2,q2,c2)] = Σ_i Z_{s,s2}[i,(c,c2)] · V_{s,s2}[i,(q,q2,u)],
+            Z_{s,s2}[i,(c,c2)] = a_s[i,c] · a_s2[i,c2],      V_{s,s2}[i,(q,q2,u)] = Σ_p d_s[i,p,q,u] d_s2[i,p,q2,u],
+
+        so the blocks of every unit of a group come from one product
+        ``Vᵀ Z`` per site pair (BLAS-3, shared ``Z``), with ``F_u`` never
+        formed. For ``s = s2`` the entry is symmetric in ``(c, c2)`` (and the
+        same for ``(q, q2)`` and ``(q2, q)``), so only ``c ≤ c2`` and ``q ≤ q2``
+        are computed: ``n·a(a+1)/2·G(G+1)/2`` multiply-adds against
+        ``n·(G·a)²/2`` for the symmetric product ``F_uᵀF_u`` (GRU's recurrent
+        site, G = 3: two thirds), and the products run at GEMM speed. Each
+        entry is a sum over the ``n`` rows by BLAS (backward stable,
+        relative error ``O(n·ε)`` of ``Σ_i |Z V|``), and every block is
+        exactly symmetric. Used when ``Z`` (``n·Σ_{pairs} a·a2`` floats,
+        about half of it for ``s = s2``) and a group's products fit the
+        memory limit; otherwise, and in trajectory form, block by block
+        (:meth:`block`).
+        """
+        workers = check_positive_int("workers", self.workers)
+        if self.form == "fan_in":
+            plan = self._kr_plan()
+            z_bytes, per_unit = self._kr_bytes(plan)
+            f = self.fan_in
+            groups = max(workers, -(-self.units * per_unit // (64 * 1024**2)))
+            groups = min(self.units, -(-groups // workers) * workers)
+            size = -(-self.units // groups)
+            need = z_bytes + workers * (size * per_unit + 8 * 3 * f * f)
+            if need <= self.memory_limit:
+                Zs = self._kr_products(plan)
+                starts = list(range(0, self.units, size))
+                parts = self._map_list(lambda u0: self._kr_group(plan, Zs, u0, min(self.units, u0 + size), fn), starts)
+                return [r for part in parts for r in part]
+        check_memory("KBlocks.block", 8 * self.block_size ** 2 * 3 * workers, self.memory_limit)
+        return self._map_units(lambda u: fn(self.block(u)))
+
+    def _kr_group(self, plan, Zs, u0, u1, fn):
+        """``[fn(M_u) for u in range(u0, u1)]`` from one product ``Vᵀ Z`` per site pair (:meth:`_map_blocks`)."""
+        n = self.shape[0] * self.shape[1]
+        g = u1 - u0
+        products = []
+        for (s, s2, gates, *_), Z in zip(plan, Zs):
+            d, d2 = self.sites[s].d, self.sites[s2].d
+            VT = np.empty((len(gates), g, n))
+            for k, (q, q2) in enumerate(gates):
+                np.einsum("ipu,ipu->ui", d[:, :, q, u0:u1], d2[:, :, q2, u0:u1], out=VT[k])
+            products.append((VT.reshape(len(gates) * g, n) @ Z).reshape(len(gates), g, -1))
+        out = []
+        M = np.empty((self.fan_in, self.fan_in))
+        for j in range(g):
+            for (s, s2, gates, c, c2, unpack, o, o2, a, a2), RT in zip(plan, products):
+                for k, (q, q2) in enumerate(gates):
+                    r0, c0 = o + q * a, o2 + q2 * a2
+                    if unpack is not None:
+                        blk = RT[k, j][unpack]
+                        M[r0:r0 + a, c0:c0 + a] = blk
+                        if q != q2:
+                            M[c0:c0 + a, r0:r0 + a] = blk
+                    else:
+                        blk = RT[k, j].reshape(a, a2)
+                        M[r0:r0 + a, c0:c0 + a2] = blk
+                        M[c0:c0 + a2, r0:r0 + a] = blk.T
+            out.append(fn(M))
+        return out
+
     # ------------------------------------------------------------ spectra
     def _map_units(self, fn):
         """``[fn(u) for u in units]``, on :attr:`workers` threads when above 1 (BLAS/LAPACK release the GIL)."""
+        return self._map_list(fn, range(self.units))
+
+    def _map_list(self, fn, items):
+        """``[fn(x) for x in items]`` in order, on :attr:`workers` threads when above 1."""
         workers = check_positive_int("workers", self.workers)
         if workers == 1:
-            return [fn(u) for u in range(self.units)]
+            return [fn(x) for x in items]
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(fn, range(self.units)))
+            return list(pool.map(fn, items))
 
     def block_eigenvalues(self):
         """Eigenvalues of every block, ascending, (H, block_size) (cached).
@@ -472,7 +645,7 @@ class KBlocks:
         e.g. ``OPENBLAS_NUM_THREADS=1``, or the threads oversubscribe the cores).
         """
         if self._eig is None:
-            self._eig = np.stack(self._map_units(lambda u: np.linalg.eigvalsh(self.block(u))))
+            self._eig = np.stack(self._map_blocks(np.linalg.eigvalsh))
         return self._eig
 
     def eigenvalues(self, k=None, which="LA"):
@@ -485,8 +658,8 @@ class KBlocks:
         n_zero = self.units * (self.rows - self.block_size)
         if k is not None and which == "LA" and self._eig is None and k < self.block_size:
             m = self.block_size
-            tops = self._map_units(lambda u: scipy.linalg.eigh(self.block(u), eigvals_only=True,
-                                                               subset_by_index=[m - k, m - 1], driver="evr"))
+            tops = self._map_blocks(lambda X: scipy.linalg.eigh(X, eigvals_only=True,
+                                                                subset_by_index=[m - k, m - 1], driver="evr"))
             lam = np.concatenate(tops + [np.zeros(min(k, n_zero))])
         else:
             lam = np.concatenate([self.block_eigenvalues().ravel(), np.zeros(n_zero)])
@@ -531,12 +704,11 @@ class KBlocks:
             lam2 = self._eig ** 2
             return float(lam2.sum()), float(np.sum(lam2 * lam2))
 
-        def one(u):
-            X = self.block(u)                  # syrk (F_uᵀF_u) or the Hadamard sum of Grams
+        def one(X):                            # X = M_u (Khatri–Rao products) or K_u (Hadamard sum of Grams)
             X2 = X @ X.T                       # syrk: X² for the symmetric X
             flat, flat2 = X.reshape(-1), X2.reshape(-1)
             return float(flat @ flat), float(flat2 @ flat2)
-        parts = self._map_units(one)
+        parts = self._map_blocks(one)
         return float(sum(p[0] for p in parts)), float(sum(p[1] for p in parts))
 
     def eigenpairs(self, k):
@@ -714,18 +886,83 @@ class KBlocks:
                                      traced_axes=axes, kind=kind, reduction=reduction, kept_shape=kept_shape)
 
     def axis_grams(self, axes):
-        """``D_a = tr_{other axes}(K²)`` for each axis index in ``axes`` (effective dimensions; module notes)."""
+        r"""``D_a = tr_{other axes}(K²)`` for each axis index in ``axes`` (effective dimensions; module notes).
+
+        *Gram route* (when the Grams, the stacked ``d`` and one ``n·P × n·P``
+        block per worker fit the memory limit). ``K² = ⊕_u K_u²`` and ``K_u``
+        is symmetric, so with ``x = (j, p2)`` running over ``K_u``'s columns::
+
+            D_batch[b, c]   = Σ_u Σ_{t,p,x} K_u[(b,t,p),x] K_u[(c,t,p),x],
+            D_time[t, r]    = Σ_u Σ_{b,p,x} K_u[(b,t,p),x] K_u[(b,r,p),x],
+            D_hidden[(p,u),(q,u)] = Σ_{b,t,x} K_u[(b,t,p),x] K_u[(b,t,q),x]   (zero across units).
+
+        Each unit's ``K_u`` is written by the kernel with its rows in
+        ``(t, b, p)`` order, so ``D_time`` is one symmetric rank-k update of
+        the ``T × (B·P·n·P)`` matrix, ``D_batch`` a sum of ``T`` of them of
+        ``B × P·n·P``. Cost per unit: ``n²·P²·Σ_s G_s`` for ``K_u`` and
+        ``n²·P²·(T + 2B)`` for the products (GRU at H=256, B=20, T=90:
+        ``≈ 0.45·10⁹``), against ``3·n·P·f²`` (``≈ 3.4·10⁹``) for the fan-in
+        route below.
+
+        *Fan-in route* (when the Grams do not fit, fan-in form only):
+        ``K_u² = L_u R_uᵀ`` with ``L = F_u``, ``R = F_u M_u``.
+
+        Rounding: sums of products computed by backward-stable BLAS,
+        relative error ``O(n·P·ε)`` per entry against ``|K|²`` sums.
+        """
         B, T, S = self.shape
         H, P = self.units, self.parts
+        m = self.rows
         D = {a: np.zeros(((B, T, S)[a],) * 2) for a in axes}
-        if self.form == "fan_in":
-            check_memory("KBlocks.axis_grams", 8 * (2 * self.rows * self.fan_in + self.fan_in ** 2), self.memory_limit)
+        workers = check_positive_int("workers", self.workers)
+        gram_need = self._gram_bytes() + self._stacked_d_bytes() + 8 * workers * (m * m + T * B * B)
+        if gram_need > self.memory_limit and self.form == "fan_in":
+            return self._axis_grams_fan_in(axes, D)
+        self._check_grams("KBlocks.axis_grams", self._stacked_d_bytes() + 8 * workers * (m * m + T * B * B))
+        grams, dstack = self.grams(), self._stacked_d()
+        buffers = queue.SimpleQueue()
+        for _ in range(workers):
+            buffers.put(np.empty((m, m)))
+
+        def one(u):
+            buf = buffers.get()
+            try:
+                _unit_trajectory_rows(grams, self._unit_ET(dstack, u), T, True, buf)   # rows (t, b, p)
+                out = {}
+                if 0 in axes:
+                    X = buf.reshape(T, B, P * m)
+                    out[0] = np.matmul(X, X.transpose(0, 2, 1)).sum(axis=0)
+                if 1 in axes:
+                    X = buf.reshape(T, B * P * m)
+                    out[1] = X @ X.T                                   # syrk
+                if 2 in axes:
+                    if P == 1:
+                        flat = buf.reshape(-1)
+                        out[2] = np.array([[flat @ flat]])
+                    else:
+                        X = buf.reshape(T * B, P, m)
+                        out[2] = np.einsum("ipx,iqx->pq", X, X)
+                return out
+            finally:
+                buffers.put(buf)
+
+        for u, part in enumerate(self._map_units(one)):     # summed in unit order: the same for any workers
+            for a, R in part.items():
+                if a == 2:
+                    ix = np.arange(P) * H + u
+                    D[2][np.ix_(ix, ix)] += R
+                else:
+                    D[a] += R
+        return D
+
+    def _axis_grams_fan_in(self, axes, D):
+        """:meth:`axis_grams` by ``K_u² = F_u (M_u F_uᵀ)`` (no Gram; fan-in form)."""
+        B, T, S = self.shape
+        H, P = self.units, self.parts
+        check_memory("KBlocks.axis_grams", 8 * (2 * self.rows * self.fan_in + self.fan_in ** 2), self.memory_limit)
         for u in range(H):
-            if self.form == "fan_in":
-                L = self.factor(u)
-                R = L @ (L.T @ L)
-            else:
-                L = R = self.trajectory_block(u)
+            L = self.factor(u)
+            R = L @ (L.T @ L)
             L4 = L.reshape(B, T, P, -1)
             R4 = R.reshape(B, T, P, -1)
             if 0 in axes:
