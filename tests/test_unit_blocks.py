@@ -526,10 +526,25 @@ def test_effective_dimensions_of_K_by_the_gram_and_the_fan_in_routes(name):
         dims = analysis.effective_dimensions(lin, operators=("K",), memory_limit=limit)["K"]
         for a, v in dims.items():
             assert abs(v - ref[a]) <= RTOL * ref[a], (limit, a)
-    threaded = lin.K_blocks().with_memory_limit(lin.memory_limit)
-    threaded.workers = 2
-    serial = lin.K_blocks().axis_grams((0, 1, 2))
-    assert all(np.array_equal(threaded.axis_grams((0, 1, 2))[a], serial[a]) for a in (0, 1, 2))   # unit order
+    K2 = (K @ K).reshape(lin.shape * 2)
+    dense = {0: np.einsum("btscts->bc", K2), 1: np.einsum("btsbrs->tr", K2), 2: np.einsum("btsbtq->sq", K2)}
+    kb = lin.K_blocks()
+    for route in ("gram", "fan_in", "auto"):
+        for workers in (1, 2):
+            threaded = kb.with_memory_limit(lin.memory_limit)
+            threaded.workers = workers
+            got = threaded.axis_grams((0, 1, 2), route=route)
+            for a in (0, 1, 2):
+                assert _rel(got[a], dense[a]) <= RTOL, (route, workers, a)
+            if workers == 2:      # summed in unit order: the same numbers as one worker
+                assert all(np.array_equal(got[a], serial[a]) for a in (0, 1, 2)), route
+            serial = got
+    with pytest.raises(ValueError, match="route: expected one of"):
+        kb.axis_grams((0,), route="dense")
+    traj = _problem(name, B=1, T=3, H=3).K_blocks()
+    assert traj.form == "trajectory"
+    with pytest.raises(ValueError, match="route: 'fan_in' needs the fan-in form"):
+        traj.axis_grams((0,), route="fan_in")
 
 
 def test_trajectory_blocks_are_exactly_symmetric():
