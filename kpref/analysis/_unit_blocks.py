@@ -49,7 +49,12 @@ Hadamard sum ``Σ_s Gram_s ⊙ (E_s E_sᵀ)``, ``E_s = d_s[:, :, :, u]``).
 * partial traces and marginal sums over any axes: per unit from ``K_u``'s
   entries; the result is block diagonal over units while ``hidden`` is kept;
 * effective dimensions: ``K² = ⊕_u K_u²`` with ``K_u² = L_u R_uᵀ``
-  (``L = F_u, R = F_u M_u`` in fan-in form, ``L = R = K_u`` in trajectory form);
+  (``L = R = K_u``, the Gram route, any form; or ``L = F_u, R = F_u M_u`` in
+  fan-in form, no Gram): :meth:`KBlocks.axis_grams`;
+* the fan-in blocks ``M_u`` of all units at once from Khatri–Rao products of
+  the activities (``M_u[(s,q,c),(s2,q2,c2)] = Σ_i a_s[i,c] a_s2[i,c2] ·
+  Σ_p d_s[i,p,q,u] d_s2[i,p,q2,u]``, one BLAS-3 product per site pair and
+  group of units, ``F_u`` never formed): :meth:`KBlocks._map_blocks`;
 * eigenvectors: from a block's eigenpair ``(λ, y)``, ``F_u y / √λ`` (fan-in
   form) or ``y`` itself, placed on unit ``u``'s entries of ``(B, T, S)``.
 
