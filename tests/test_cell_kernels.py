@@ -300,3 +300,40 @@ def test_a_wrong_leaky_alpha_is_caught():
     # and a point built by one cell is refused by the other (its cache holds another alpha)
     with pytest.raises(ValueError, match=r"pt: expected a StepPoint built by this cell"):
         other.state_jvp(pt, v[None])
+
+
+@pytest.mark.parametrize("name", sorted(kpref.strategies.CELL_FACTORIES))
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_forward_sweep_equals_the_step_by_step_route_bit_for_bit(name, bias):
+    """``Cell._run_prepared`` (declared hook; GRU and Elman fuse the forward sweep with their cache) gives the
+    trajectory of ``_step`` and the cache of ``_prepare`` exactly: linearize (fused) and
+    ``Linearization(..., z)`` (step-by-step cache) agree bit for bit, and so do their products."""
+    rng = np.random.default_rng(3)
+    cell = kpref.strategies.CELL_FACTORIES[name](3, 5, bias)
+    theta = cell.init_params(rng, g=1.5)
+    x = rng.standard_normal((4, 7, 3))
+    h0 = rng.standard_normal((4, cell.state_size))
+    z, cache = cell._run_prepared(theta, x, h0)
+    z_ref, cache_ref = kpref.Cell._run_prepared(cell, theta, x, h0)      # the default: _step, then _prepare
+    assert np.array_equal(z, z_ref) and np.array_equal(z, kpref.simulate(cell, theta, x, h0))
+    assert len(cache) == len(cache_ref) and all(np.array_equal(a, b) for a, b in zip(cache, cache_ref))
+    fused = kpref.linearize(cell, theta, x, h0)
+    stepwise = kpref.Linearization(cell, theta, x, h0, z)
+    X = rng.standard_normal((fused.size, 2))
+    for op in ("P", "K", "NTK"):
+        assert np.array_equal(getattr(fused, op).matmat(X), getattr(stepwise, op).matmat(X)), op
+    e = rng.standard_normal(fused.shape)
+    assert np.array_equal(fused.grad(e), stepwise.grad(e))
+
+
+def test_a_wrong_fused_sweep_is_caught():
+    """The check above fails on a fused sweep that differs from the steps (here: the cache of step 0 dropped)."""
+    rng = np.random.default_rng(4)
+    cell = kpref.GRU(3, 5)
+    theta = cell.init_params(rng)
+    x, h0 = rng.standard_normal((2, 4, 3)), rng.standard_normal((2, 5))
+    z, cache = cell._run_prepared(theta, x, h0)
+    _, cache_ref = kpref.Cell._run_prepared(cell, theta, x, h0)
+    broken = tuple(np.concatenate([np.zeros_like(a[:2]), a[2:]]) for a in cache)
+    assert not all(np.array_equal(a, b) for a, b in zip(broken, cache_ref))
+    assert all(np.array_equal(a, b) for a, b in zip(cache, cache_ref))

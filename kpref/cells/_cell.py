@@ -30,7 +30,9 @@ SPEC §1. ``param_vjp`` sums over the rows (every row shares θ).
 
 A subclass implements the private, unchecked hooks ``_step``, ``_prepare``,
 ``_state_jvp``, ``_state_vjp``, ``_param_jvp`` and ``_param_vjp`` (and may
-override ``_state_jacobian`` and ``_weight_sites``); the public methods check
+override ``_state_jacobian``, ``_weight_sites`` and ``_run_prepared``, the
+forward sweep fused with the cache, which must equal ``_step`` then
+``_prepare`` bit for bit); the public methods check
 their input and call them. The operators of :mod:`kpref.operators` call the
 hooks directly, on arrays they have already checked.
 
@@ -496,6 +498,45 @@ class Cell(abc.ABC):
     @abc.abstractmethod
     def _prepare(self, theta, h, x):
         """Tuple of row-indexed arrays (leading axis M) reused by the products."""
+
+    def _prepare_by_step(self, theta, h_rows, x_rows, B):
+        """The cache of every row ``t·B + b`` of a trajectory, by ``_prepare`` on one step's ``B`` rows at a time.
+
+        One step at a time, so that a cell fusing the forward sweep with its
+        cache (:meth:`_run_prepared`) gives the same numbers bit for bit:
+        every product inside ``_prepare`` then has the shape it has in the
+        step.
+        """
+        T = h_rows.shape[0] // B
+        out = None
+        for t in range(T):
+            part = self._prepare(theta, h_rows[t * B:(t + 1) * B], x_rows[t * B:(t + 1) * B])
+            if out is None:
+                out = tuple(np.empty((T * B,) + np.shape(a)[1:], dtype=np.result_type(a)) for a in part)
+            for dst, a in zip(out, part):
+                dst[t * B:(t + 1) * B] = a
+        return out
+
+    def _run_prepared(self, theta, x, h0):
+        """The trajectory ``z`` (B, T, S) and the cache of its rows ``t·B + b`` (checked float64 input).
+
+        Default: the forward sweep by ``_step``, then :meth:`_prepare_by_step`
+        on the rows ``(z_{t-1}, x_t)``. A cell may compute both in one sweep
+        (each gate once); it must give the same numbers bit for bit as this
+        default (tests/test_cell_kernels.py checks it for every built-in cell).
+        """
+        B, T, _ = x.shape
+        S = self.state_size
+        z = np.empty((B, T, S))
+        h = h0
+        for t in range(T):
+            h = self._step(theta, h, np.ascontiguousarray(x[:, t]))
+            z[:, t] = h
+        h_prev = np.empty((T, B, S))
+        h_prev[0] = h0
+        h_prev[1:] = z[:, :-1].transpose(1, 0, 2)
+        x_rows = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(T * B, -1)
+        return z, self._prepare_by_step(theta, h_prev.reshape(T * B, S), x_rows, B)
 
     @abc.abstractmethod
     def _state_jvp(self, pt, V):

@@ -81,6 +81,29 @@ def _elman_prepare(w_ih, w_hh, b_ih, b_hh, h, x, act):
 
 
 @njit
+def _elman_run_prepare(w_ih, w_hh, b_ih, b_hh, h0, xs, act, z, d):
+    """The forward sweep and the cache ``d`` in one pass (float64 only): ``xs`` (T, B, N), ``z`` (T, B, H) out,
+    ``d`` (T·B, H) out at rows ``t·B + b``; the products and expressions of :func:`_elman_step` and
+    :func:`_elman_prepare` on each step's ``B`` rows, so both equal theirs bit for bit."""
+    T, B, _ = xs.shape
+    H = h0.shape[1]
+    for t in range(T):
+        h = h0 if t == 0 else z[t - 1]
+        a = np.dot(xs[t], w_ih.T) + np.dot(h, w_hh.T)
+        for m in range(B):
+            row = t * B + m
+            for i in range(H):
+                s = a[m, i] + b_ih[i] + b_hh[i]
+                if act == _TANH:
+                    v = np.tanh(s)
+                    z[t, m, i] = v
+                    d[row, i] = 1.0 - v * v
+                else:
+                    z[t, m, i] = s if s > 0.0 else 0.0 * s
+                    d[row, i] = 1.0 if s > 0.0 else 0.0
+
+
+@njit
 def _elman_state_jvp(w_hh, d, V):
     k, M, H = V.shape
     # A v = d ⊙ (W_hh v), all k·M vectors in one GEMM
@@ -169,6 +192,15 @@ class Elman(TorchConventionCell):
 
     def _prepare(self, theta, h, x):
         return (_elman_prepare(*self._weights(theta), h, x, self._act),)
+
+    def _run_prepared(self, theta, x, h0):
+        B, T, _ = x.shape
+        H = self.hidden_size
+        zt = np.empty((T, B, H))
+        d = np.empty((T * B, H))
+        _elman_run_prepare(*self._weights(theta), np.ascontiguousarray(h0), np.ascontiguousarray(x.transpose(1, 0, 2)),
+                           self._act, zt, d)
+        return np.ascontiguousarray(zt.transpose(1, 0, 2)), (d,)
 
     def _state_jvp(self, pt, V):
         return _elman_state_jvp(self._view(pt.theta, "weight_hh"), pt.cache[0], np.ascontiguousarray(V))

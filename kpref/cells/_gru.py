@@ -130,6 +130,38 @@ def _gru_prepare(w_ih, w_hh, b_ih, b_hh, h, x):
 
 
 @njit
+def _gru_run_prepare(w_ih, w_hh, b_ih, b_hh, h0, xs, z, c_r, c_z, c_n, d_n, uu):
+    """The forward sweep and the cache in one pass: each gate once per row (float64 only).
+
+    ``xs`` (T, B, N), ``z`` (T, B, H) out (time major), caches (T·B, H) out at
+    rows ``t·B + b``. Step ``t`` computes ``gi``, ``gh`` by the products of
+    :func:`_gru_step` and :func:`_gru_prepare` on the step's ``B`` rows and
+    the same expressions in the same order, so ``z`` equals the sweep of
+    ``_gru_step`` and the cache equals ``_gru_prepare`` step by step, bit for bit.
+    """
+    T, B, _ = xs.shape
+    H = h0.shape[1]
+    for t in range(T):
+        h = h0 if t == 0 else z[t - 1]
+        gi = np.dot(xs[t], w_ih.T)
+        gh = np.dot(h, w_hh.T)
+        for m in range(B):
+            row = t * B + m
+            for i in range(H):
+                r = 1.0 / (1.0 + np.exp(-(gi[m, i] + b_ih[i] + gh[m, i] + b_hh[i])))
+                u = 1.0 / (1.0 + np.exp(-(gi[m, H + i] + b_ih[H + i] + gh[m, H + i] + b_hh[H + i])))
+                gh_n = gh[m, 2 * H + i] + b_hh[2 * H + i]
+                n = np.tanh(gi[m, 2 * H + i] + b_ih[2 * H + i] + r * gh_n)
+                z[t, m, i] = (1.0 - u) * n + u * h[m, i]
+                dn = (1.0 - u) * (1.0 - n * n)
+                d_n[row, i] = dn
+                c_n[row, i] = dn * r
+                c_r[row, i] = dn * gh_n * r * (1.0 - r)
+                c_z[row, i] = (h[m, i] - n) * u * (1.0 - u)
+                uu[row, i] = u
+
+
+@njit
 def _gru_state_jvp(w_hh, c_r, c_z, c_n, u, V):
     k, M, H = V.shape
     # δgh = W_hh v for all k·M vectors and all three gate blocks: one GEMM
@@ -247,6 +279,15 @@ class GRU(TorchConventionCell):
 
     def _prepare(self, theta, h, x):
         return _gru_prepare(*self._weights(theta), np.ascontiguousarray(h), np.ascontiguousarray(x))
+
+    def _run_prepared(self, theta, x, h0):
+        B, T, _ = x.shape
+        H = self.hidden_size
+        zt = np.empty((T, B, H))
+        cache = tuple(np.empty((T * B, H)) for _ in range(5))
+        _gru_run_prepare(*self._weights(theta), np.ascontiguousarray(h0), np.ascontiguousarray(x.transpose(1, 0, 2)),
+                         zt, *cache)
+        return np.ascontiguousarray(zt.transpose(1, 0, 2)), cache
 
     def _state_jvp(self, pt, V):
         c_r, c_z, c_n, _, u = pt.cache

@@ -53,7 +53,7 @@ from .._checks import (as_real_array, check_choice, check_finite_result, check_m
 from ._adjoint import AdjointStrategy, DiscreteAdjoint
 from ._named import NamedOperator
 from ._loss import Loss, mse_loss  # noqa: F401  (moved to _loss; importable from here as before)
-from ..cells._simulate import _run, check_problem
+from ..cells._simulate import check_problem
 
 __all__ = ["linearize", "Linearization", "KroneckerSite"]
 
@@ -96,10 +96,10 @@ def linearize(cell, theta, x, h0=None, *, strategy="auto", adjoint="discrete", m
     """
     theta, x, h0 = check_problem(cell, theta, x, h0)
     strategy, adjoint, memory_limit = _check_options(cell, strategy, adjoint, memory_limit)
-    z = _run(cell, theta, x, h0)
+    z, cache = cell._run_prepared(theta, x, h0)     # the forward sweep and the cache of its rows, fused by some cells
     check_finite_result("linearize: the trajectory z", z, _DIVERGED_HINT)
     lin = Linearization.__new__(Linearization)
-    lin._setup(cell, theta, x, h0, z, strategy, adjoint, memory_limit)
+    lin._setup(cell, theta, x, h0, z, strategy, adjoint, memory_limit, cache=cache)
     return lin
 
 
@@ -170,8 +170,9 @@ class Linearization:
             )
         self._setup(cell, theta, x, h0, z, strategy, adjoint, memory_limit)
 
-    def _setup(self, cell, theta, x, h0, z, strategy, adjoint, memory_limit):
-        """Build from checked arrays (copied here: the snapshot owns its data)."""
+    def _setup(self, cell, theta, x, h0, z, strategy, adjoint, memory_limit, cache=None):
+        """Build from checked arrays (copied here: the snapshot owns its data); ``cache`` from
+        ``cell._run_prepared`` (fresh arrays of this call), else computed one step at a time."""
         theta, x, h0, z = (readonly_copy(a) for a in (theta, x, h0, z))
         self.cell, self.theta, self.x, self.h0, self.z = cell, theta, x, h0, z
         self.adjoint_strategy = _adjoint_strategy(cell, adjoint)
@@ -189,7 +190,9 @@ class Linearization:
         x_rows = np.array(x.transpose(1, 0, 2), order="C").reshape(T * B, cell.input_size)
         h_rows.flags.writeable = False
         x_rows.flags.writeable = False
-        cache = freeze_arrays(cell._prepare(theta, h_rows, x_rows))     # products only read it
+        if cache is None:
+            cache = cell._prepare_by_step(theta, h_rows, x_rows, B)
+        cache = freeze_arrays(cache)     # products only read it
         self.point = StepPoint(theta, h_rows, x_rows, cache, cell=cell)
         self._steps = [self.point.rows(t * B, (t + 1) * B) for t in range(T)]
         dense_bytes = 8 * B * T * S * S
