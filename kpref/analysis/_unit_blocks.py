@@ -963,14 +963,7 @@ class KBlocks:
             finally:
                 buffers.put(buf)
 
-        for u, part in enumerate(self._map_units(one)):     # summed in unit order: the same for any workers
-            for a, R in part.items():
-                if a == 2:
-                    ix = np.arange(P) * H + u
-                    D[2][np.ix_(ix, ix)] += R
-                else:
-                    D[a] += R
-        return D
+        return self._sum_unit_parts(D, self._map_units(one))
 
     def _fan_in_is_faster(self):
         """Whether :meth:`axis_grams` is expected to run faster by the fan-in route (both are exact).
@@ -1017,7 +1010,13 @@ class KBlocks:
                                    for p in range(P)])
             return out
 
-        for u, part in enumerate(self._map_units(one)):
+        return self._sum_unit_parts(D, self._map_units(one))
+
+    def _sum_unit_parts(self, D, parts):
+        """Add each unit's ``{axis: part}`` to ``D`` in unit order (the same sums for any number of workers);
+        the hidden axis' ``P × P`` part goes to the entries ``p·H + u``."""
+        H, P = self.units, self.parts
+        for u, part in enumerate(parts):
             for a, R in part.items():
                 if a == 2:
                     ix = np.arange(P) * H + u

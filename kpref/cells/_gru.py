@@ -96,11 +96,26 @@ def _gru_step(w_ih, w_hh, b_ih, b_hh, h, x):
     out = np.empty_like(h)
     for m in range(M):
         for i in range(H):
-            r = 1.0 / (1.0 + np.exp(-(gi[m, i] + b_ih[i] + gh[m, i] + b_hh[i])))
-            u = 1.0 / (1.0 + np.exp(-(gi[m, H + i] + b_ih[H + i] + gh[m, H + i] + b_hh[H + i])))
-            n = np.tanh(gi[m, 2 * H + i] + b_ih[2 * H + i] + r * (gh[m, 2 * H + i] + b_hh[2 * H + i]))
+            r, u, _, n = _gru_gates(gi, gh, b_ih, b_hh, m, i, H)
             out[m, i] = (1.0 - u) * n + u * h[m, i]
     return out
+
+
+@njit
+def _gru_gates(gi, gh, b_ih, b_hh, m, i, H):
+    """``(r, u, gh_n, n)`` of unit ``i`` at row ``m`` (module notes): the one place the gates are evaluated."""
+    r = 1.0 / (1.0 + np.exp(-(gi[m, i] + b_ih[i] + gh[m, i] + b_hh[i])))
+    u = 1.0 / (1.0 + np.exp(-(gi[m, H + i] + b_ih[H + i] + gh[m, H + i] + b_hh[H + i])))
+    gh_n = gh[m, 2 * H + i] + b_hh[2 * H + i]
+    n = np.tanh(gi[m, 2 * H + i] + b_ih[2 * H + i] + r * gh_n)
+    return r, u, gh_n, n
+
+
+@njit
+def _gru_coefficients(r, u, gh_n, n, h):
+    """``(c_r, c_z, c_n, d_n)`` of one entry from its gates and ``h`` (module notes)."""
+    dn = (1.0 - u) * (1.0 - n * n)
+    return dn * gh_n * r * (1.0 - r), (h - n) * u * (1.0 - u), dn * r, dn
 
 
 @njit
@@ -116,15 +131,8 @@ def _gru_prepare(w_ih, w_hh, b_ih, b_hh, h, x):
     uu = np.empty((M, H))
     for m in range(M):
         for i in range(H):
-            r = 1.0 / (1.0 + np.exp(-(gi[m, i] + b_ih[i] + gh[m, i] + b_hh[i])))
-            u = 1.0 / (1.0 + np.exp(-(gi[m, H + i] + b_ih[H + i] + gh[m, H + i] + b_hh[H + i])))
-            gh_n = gh[m, 2 * H + i] + b_hh[2 * H + i]
-            n = np.tanh(gi[m, 2 * H + i] + b_ih[2 * H + i] + r * gh_n)
-            dn = (1.0 - u) * (1.0 - n * n)
-            d_n[m, i] = dn
-            c_n[m, i] = dn * r
-            c_r[m, i] = dn * gh_n * r * (1.0 - r)
-            c_z[m, i] = (h[m, i] - n) * u * (1.0 - u)
+            r, u, gh_n, n = _gru_gates(gi, gh, b_ih, b_hh, m, i, H)
+            c_r[m, i], c_z[m, i], c_n[m, i], d_n[m, i] = _gru_coefficients(r, u, gh_n, n, h[m, i])
             uu[m, i] = u
     return c_r, c_z, c_n, d_n, uu
 
@@ -148,16 +156,9 @@ def _gru_run_prepare(w_ih, w_hh, b_ih, b_hh, h0, xs, z, c_r, c_z, c_n, d_n, uu):
         for m in range(B):
             row = t * B + m
             for i in range(H):
-                r = 1.0 / (1.0 + np.exp(-(gi[m, i] + b_ih[i] + gh[m, i] + b_hh[i])))
-                u = 1.0 / (1.0 + np.exp(-(gi[m, H + i] + b_ih[H + i] + gh[m, H + i] + b_hh[H + i])))
-                gh_n = gh[m, 2 * H + i] + b_hh[2 * H + i]
-                n = np.tanh(gi[m, 2 * H + i] + b_ih[2 * H + i] + r * gh_n)
+                r, u, gh_n, n = _gru_gates(gi, gh, b_ih, b_hh, m, i, H)
                 z[t, m, i] = (1.0 - u) * n + u * h[m, i]
-                dn = (1.0 - u) * (1.0 - n * n)
-                d_n[row, i] = dn
-                c_n[row, i] = dn * r
-                c_r[row, i] = dn * gh_n * r * (1.0 - r)
-                c_z[row, i] = (h[m, i] - n) * u * (1.0 - u)
+                c_r[row, i], c_z[row, i], c_n[row, i], d_n[row, i] = _gru_coefficients(r, u, gh_n, n, h[m, i])
                 uu[row, i] = u
 
 
