@@ -381,12 +381,29 @@ def _lanczos_rows(product, n, k, which, b, max_basis, keep, tol, max_restarts, r
             if restarts >= max_restarts:
                 raise _no_convergence(restarts, products, cand_res[sel], threshold)
             cols, n_lock = _restart_columns(sel, nl, estimated, threshold, theta.size, keep, locking)
-            V[nl:nl + len(cols)] = Y[:, cols].T @ V[nl:m]
-            AV[nl:nl + len(cols)] = Y[:, cols].T @ AV[nl:m]
+            _rotate_rows(V, nl, m, Y[:, cols])
+            _rotate_rows(AV, nl, m, Y[:, cols])
             m = _restart_H(H, nl, theta, cols)
             nl += n_lock
             local = nl           # the next block couples to every kept active Ritz vector (locked: deflated)
             restarts += 1
+
+
+#: Columns of the basis rotated at a time at a restart (the temporary is ``keep × _ROTATE_CHUNK`` floats).
+_ROTATE_CHUNK = 8192
+
+
+def _rotate_rows(V, lo, hi, Y):
+    """``V[lo:lo + c] = Yᵀ V[lo:hi]`` (Y (hi − lo, c), c ≤ hi − lo) in place, a slice of columns at a time.
+
+    Each slice of columns is read whole before it is written, so the
+    overlap of the rows read and written is harmless; the temporary is one
+    slice (not ``c × n`` fresh floats, whose first touch costs as much as
+    the GEMM at the paper's size).
+    """
+    c = Y.shape[1]
+    for j in range(0, V.shape[1], _ROTATE_CHUNK):
+        V[lo:lo + c, j:j + _ROTATE_CHUNK] = Y.T @ V[lo:hi, j:j + _ROTATE_CHUNK]
 
 
 def _row_norms(X):
