@@ -355,16 +355,11 @@ def _lanczos_rows(product, n, k, which, b, max_basis, keep, tol, max_restarts, r
         local = m
         _append_block(H, C, m, b)
         m += b
-        theta, Y = np.linalg.eigh(H[nl:m, nl:m])      # Rayleigh–Ritz on the active (unlocked) part
-        order = _order(theta, which)
-        theta, Y = theta[order], Y[:, order]
+        theta, Y = _rayleigh_ritz(H, nl, m, which)
         scale = max(scale, float(np.abs(theta).max()), float(_row_norms(APt).max()))
         Pt, R = _cholqr2_rows(Wt, Vb, b, rng, 1e-13 * max(scale, np.finfo(float).tiny))
         threshold = tol * scale
-        estimated = np.linalg.norm(R @ Y[m - b - nl:m - nl], axis=0)     # every active pair's residual
-        cand = np.concatenate([np.diag(H)[:nl], theta])
-        cand_res = np.concatenate([np.zeros(nl), estimated])
-        sel = _order(cand, which)[:k]
+        estimated, cand, cand_res, sel = _candidates(H, nl, theta, Y, R, k, which)
         if sel.size == k and np.all(cand_res[sel] <= threshold):
             is_locked = sel < nl
             Ut = np.empty((k, n))
@@ -409,6 +404,26 @@ def _rotate_rows(V, lo, hi, Y):
 def _row_norms(X):
     """Euclidean norms of the rows of ``X`` (one pass, no temporary of ``X``'s size)."""
     return np.sqrt(np.einsum("ij,ij->i", X, X))
+
+
+def _rayleigh_ritz(H, nl, m, which):
+    """Ritz values and vectors of the active (unlocked) part ``H[nl:m, nl:m]``, ordered by ``which``."""
+    theta, Y = np.linalg.eigh(H[nl:m, nl:m])
+    order = _order(theta, which)
+    return theta[order], Y[:, order]
+
+
+def _candidates(H, nl, theta, Y, R, k, which):
+    """Every active pair's estimated residual ``‖R Y[last block, i]‖``, and the ``k`` candidates.
+
+    The candidates are the locked pairs (converged, residual taken as 0) and
+    the active Ritz pairs; ``sel`` indexes the ``k`` first by ``which`` in
+    ``cand`` (values) and ``cand_res`` (residuals).
+    """
+    estimated = np.linalg.norm(R @ Y[Y.shape[0] - R.shape[1]:], axis=0)
+    cand = np.concatenate([np.diag(H)[:nl], theta])
+    cand_res = np.concatenate([np.zeros(nl), estimated])
+    return estimated, cand, cand_res, _order(cand, which)[:k]
 
 
 def _append_block(H, C, m, b):
@@ -462,17 +477,11 @@ def _lanczos_cgs2(product, n, k, which, b, max_basis, keep, tol, max_restarts, r
         C[:nl] = 0.0                       # deflation: a locked vector's coupling is its residual (≤ tol·scale)
         _append_block(H, C, m, b)
         m += b
-        theta, Y = np.linalg.eigh(H[nl:m, nl:m])      # Rayleigh–Ritz on the active (unlocked) part
-        order = _order(theta, which)
-        theta, Y = theta[order], Y[:, order]
+        theta, Y = _rayleigh_ritz(H, nl, m, which)
         scale = max(scale, float(np.abs(theta).max()), float(np.linalg.norm(AP, axis=0).max()))
         P, R = _orthonormal_block(W, Vb, b, rng, 1e-13 * max(scale, np.finfo(float).tiny))
         threshold = tol * scale
-        estimated = np.linalg.norm(R @ Y[m - b - nl:m - nl], axis=0)     # every active pair's residual
-        # candidates: the locked pairs (converged) and the active Ritz pairs; the k first by ``which``
-        cand = np.concatenate([np.diag(H)[:nl], theta])
-        cand_res = np.concatenate([np.zeros(nl), estimated])
-        sel = _order(cand, which)[:k]
+        estimated, cand, cand_res, sel = _candidates(H, nl, theta, Y, R, k, which)
         if sel.size == k and np.all(cand_res[sel] <= threshold):
             U = np.empty((n, k))
             is_locked = sel < nl
