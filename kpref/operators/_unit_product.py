@@ -54,7 +54,10 @@ _SCRATCH_BYTES = 64 * 1024**2
 
 @njit
 def _unit_gather(d, W, Y):
-    """``Y[m, j, q, u] = Σ_p d[m, p, q, u] W[j, m, p, u]`` (the adjoint's first step: y_s)."""
+    """``Y[m, j, q, u] = Σ_p d[m, p, q, u] W[j, m, p, u]`` (the adjoint's first step: y_s).
+
+    transposes: ``out[j, m, p, u] += Σ_q d[m, p, q, u] R[m, j, q, u]`` (:func:`_unit_scatter_add`)
+    """
     M, P, G, H = d.shape
     k = W.shape[0]
     for m in range(M):
@@ -146,11 +149,15 @@ class UnitSiteProduct:
             for _, a, d in self.sites:
                 G = d.shape[2]
                 cols = kj * G * H
+                # J_φᵀ w (adjoint):
                 Y = self._scratch("Y", (M, kj, G, H))
-                _unit_gather(d, Wj, Y)                            # y_s (adjoint, first step)
+                # transposes: (J_φ δφ)[m, p, u] += Σ_q d_s[m, p, q, u] r[m, q, u]
+                _unit_gather(d, Wj, Y)
                 Z = self._scratch("Z", (a.shape[1], cols))
-                np.matmul(a.T, Y.reshape(M, cols), out=Z)          # J_φᵀ w: Σ_m a_s[m, c] y_s[m, q, u]
+                # transposes: r[m, q, u] = Σ_c a_s[m, c] δφ_s[c, q, u]
+                np.matmul(a.T, Y.reshape(M, cols), out=Z)
+                # J_φ δφ (tangent) with δφ = J_φᵀ w:
                 R = self._scratch("R", (M, cols))
-                np.matmul(a, Z, out=R)                             # Σ_c a_s[m, c] δφ_s[c, q, u]
-                _unit_scatter_add(d, R.reshape(M, kj, G, H), oj)   # Σ_q d_s[m, p, q, u] · (…)
+                np.matmul(a, Z, out=R)                             # r[m, q, u] = Σ_c a_s[m, c] δφ_s[c, q, u]
+                _unit_scatter_add(d, R.reshape(M, kj, G, H), oj)   # += Σ_q d_s[m, p, q, u] r[m, q, u]
         return out
