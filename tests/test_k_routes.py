@@ -62,6 +62,7 @@ def test_unit_site_route_agrees_with_the_jacobian_route_and_dense(name, bias):
     args = _data(cell)
     lin = kpref.linearize(cell, *args)
     assert lin.k_route == "unit_sites"           # 'auto' takes it for every cell that declares the sites
+    assert "k_route='unit_sites'" in repr(lin)
     check_k_routes(lin, kpref.linearize(cell, *args, k_route="jacobian"))
 
 

@@ -516,7 +516,7 @@ class Linearization:
     def __repr__(self):
         B, T, S = self.shape
         return (f"Linearization({self.cell!r}, B={B}, T={T}, S={S}, p={self.num_params}, "
-                f"strategy={self.strategy!r}, adjoint={self.adjoint!r})")
+                f"strategy={self.strategy!r}, adjoint={self.adjoint!r}, k_route={self.k_route!r})")
 
 
 class KroneckerSite(NamedTuple):
