@@ -32,9 +32,11 @@ block of ``k`` columns ``w_j`` and every unit at once, a site costs two GEMMs,
 each). The flops equal those of ``J_θ``/``J_θᵀ`` (``4 M c G H`` per column and
 site); what is gained is that every flop is in two large GEMMs per site
 instead of per-column kernels with the elementwise chain rule between them.
-Sites whose ``d`` are equal (Elman, LeakyRNN, LSTM: both sites have the same
-``D``) are merged into one site reading ``[a_s, a_s']`` (exact: the Gram of
-the concatenation is the sum of the Grams).
+Gates whose ``d`` are equal are merged into one GEMM reading the
+concatenated activities of their sites (exact: the Gram of the concatenation
+is the sum of the Grams): Elman, LeakyRNN and LSTM become one site reading
+``[a_ih, a_hh]``, GRU's ``r`` and ``z`` one site of two gates reading
+``[x, 1, h, 1]`` (its two ``n`` gates keep their own sites).
 """
 
 from __future__ import annotations
@@ -85,14 +87,40 @@ def _unit_scatter_add(d, R, out):
                         out[j, m, p, u] += d[m, p, q, u] * R[m, j, q, u]
 
 
+def _merge_gates(sites):
+    """Regroup the gates of the sites: gates with equal ``d`` share one GEMM reading their sites' activities.
+
+    ``K = Σ_s Σ_q D_sq a_s a_sᵀ D_sq`` (``D_sq = diag(d_s[:, :, q, :])``): the
+    gates ``(s, q)`` with one ``d`` sum to ``D (Σ_s a_s a_sᵀ) D = D ā āᵀ D`` with
+    ``ā = [a_s]`` over those sites; gates whose sets of sites agree form one
+    site of several gates. GRU: ``r`` and ``z`` read ``[x, 1, h, 1]``, ``n``
+    of each site its own; Elman, LeakyRNN, LSTM: one site reading ``[a_ih, a_hh]``.
+    """
+    groups = []                              # [d of one gate (M, P, H), [site indices]]
+    for s, (_, _, d) in enumerate(sites):
+        for q in range(d.shape[2]):
+            dq = d[:, :, q]
+            for g in groups:
+                if np.array_equal(g[0], dq):
+                    g[1].append(s)
+                    break
+            else:
+                groups.append([dq, [s]])
+    by_sites = {}                            # site indices → d of their gates
+    for dq, members in groups:
+        by_sites.setdefault(tuple(members), []).append(dq)
+    return [(sum((sites[s][0] for s in members), ()), np.hstack([sites[s][1] for s in members]),
+             np.stack(ds, axis=2)) for members, ds in by_sites.items()]
+
+
 class UnitSiteProduct:
     """``K W = J_φ J_φᵀ W`` for blocks ``W`` (k, M, P, H) in the step point's row order (module notes).
 
     Parameters
     ----------
     sites : list of (names, activity (M, c), d (M, P, G, H))
-        From ``cell._unit_weight_sites(point)``; copied (read-only), sites
-        with equal ``d`` merged.
+        From ``cell._unit_weight_sites(point)``; copied (read-only), gates
+        with equal ``d`` merged (:func:`_merge_gates`).
     memory_limit : int
         Bytes the site arrays may take (checked before copying); a product
         works on chunks of columns whose scratch takes at most
@@ -103,16 +131,8 @@ class UnitSiteProduct:
         sites = list(sites)
         need = sum(8 * (np.size(a) + np.size(d)) for _, a, d in sites)
         check_memory(f"K through the unit weight sites of {name}", need, memory_limit)
-        merged = []
-        for names, a, d in sites:
-            a = np.asarray(a, dtype=np.float64)
-            d = np.asarray(d, dtype=np.float64)
-            for i, (names0, a0, d0) in enumerate(merged):
-                if d0.shape == d.shape and np.array_equal(d0, d):
-                    merged[i] = (names0 + tuple(names), np.hstack([a0, a]), d0)
-                    break
-            else:
-                merged.append((tuple(names), a, d))
+        merged = _merge_gates([(tuple(names), np.asarray(a, dtype=np.float64), np.asarray(d, dtype=np.float64))
+                               for names, a, d in sites])
         self.sites = []
         for names, a, d in merged:
             a, d = np.array(a, order="C"), np.array(d, order="C")      # own copies, never the hook's arrays
