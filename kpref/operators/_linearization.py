@@ -14,7 +14,10 @@ order; the operators are
 * ``P⁻¹``: ``(P⁻¹ v)_t = v_t − A_t v_{t-1}`` (no sweep), adjoint
   ``(P⁻ᵀ w)_t = w_t − A_{t+1}ᵀ w_{t+1}``;
 * ``J_θ``: ``(J_θ δθ)_{b,t} = G_{b,t} δθ``, ``J_θᵀ w = Σ_{b,t} G_{b,t}ᵀ w_{b,t}``;
-* ``K = J_θ J_θᵀ`` and ``NTK = P K P*`` (symmetric PSD: ``.H`` is itself).
+* ``K = J_θ J_θᵀ`` and ``NTK = P K P*`` (symmetric PSD: ``.H`` is itself);
+  ``K`` applies ``J_θ J_θᵀ`` through the cell's per-unit weight sites when it
+  declares them (``k_route='unit_sites'``, :mod:`kpref.operators._unit_product`),
+  else through ``J_θᵀ`` and ``J_θ``.
 
 ``A_0`` (the sensitivity to ``h_0``) does not enter ``P``; :meth:`apply_A`
 still offers it (Lyapunov exponents start from ``h_0``).
@@ -52,6 +55,7 @@ from .._checks import (as_real_array, check_choice, check_finite_result, check_m
                        freeze_arrays, readonly_copy)
 from ._adjoint import AdjointStrategy, DiscreteAdjoint
 from ._named import NamedOperator
+from ._unit_product import UnitSiteProduct
 from ._loss import Loss, mse_loss  # noqa: F401  (moved to _loss; importable from here as before)
 from ..cells._simulate import check_problem
 
@@ -61,7 +65,8 @@ _MATERIALIZE_MAX_STATE = 32
 _MATERIALIZE_MAX_BYTES = 64 * 1024**2
 
 
-def linearize(cell, theta, x, h0=None, *, strategy="auto", adjoint="discrete", memory_limit=None):
+def linearize(cell, theta, x, h0=None, *, strategy="auto", adjoint="discrete", memory_limit=None,
+              k_route="auto"):
     """Simulate the trajectory and linearize it: the K-P operators at ``(θ, x, h0)``.
 
     Parameters
@@ -83,6 +88,15 @@ def linearize(cell, theta, x, h0=None, *, strategy="auto", adjoint="discrete", m
         instance is used as given (after its ``check(cell)``).
     memory_limit : int, optional
         Bytes any dense materialization may take (default 2 GiB).
+    k_route : {'auto', 'unit_sites', 'jacobian'}
+        How ``K`` (and so ``NTK = P K P*``) applies ``J_θ J_θᵀ``:
+        ``'unit_sites'`` through the cell's per-unit weight sites, two large
+        GEMMs per site for a whole block of columns
+        (:mod:`kpref.operators._unit_product`; cells declaring
+        ``has_unit_weight_sites``); ``'jacobian'`` through the cell's
+        ``J_θᵀ`` and ``J_θ`` kernels, column by column (every cell; the route
+        before issue 17). ``'auto'`` (default) takes ``'unit_sites'`` when the
+        cell declares them. Both are exact (they agree to rounding).
 
     Returns
     -------
@@ -95,21 +109,29 @@ def linearize(cell, theta, x, h0=None, *, strategy="auto", adjoint="discrete", m
         If the trajectory overflows to inf/NaN (every input being finite).
     """
     theta, x, h0 = check_problem(cell, theta, x, h0)
-    strategy, adjoint, memory_limit = _check_options(cell, strategy, adjoint, memory_limit)
+    strategy, adjoint, memory_limit, k_route = _check_options(cell, strategy, adjoint, memory_limit, k_route)
     z, cache = cell._run_prepared(theta, x, h0)     # the forward sweep and the cache of its rows, fused by some cells
     check_finite_result("linearize: the trajectory z", z, _DIVERGED_HINT)
     lin = Linearization.__new__(Linearization)
-    lin._setup(cell, theta, x, h0, z, strategy, adjoint, memory_limit, cache=cache)
+    lin._setup(cell, theta, x, h0, z, strategy, adjoint, memory_limit, k_route, cache=cache)
     return lin
 
 
 _DIVERGED_HINT = "the recurrence diverged: lower the gain g, the weights or the input scale"
 
 
-def _check_options(cell, strategy, adjoint, memory_limit):
+def _check_options(cell, strategy, adjoint, memory_limit, k_route):
     check_choice("strategy", strategy, ("auto", "matrix_free", "materialized"))
     adjoint = _adjoint_strategy(cell, adjoint)   # refuse before simulating
-    return strategy, adjoint, check_memory_limit(memory_limit)
+    check_choice("k_route", k_route, ("auto", "unit_sites", "jacobian"))
+    has_sites = bool(getattr(cell, "has_unit_weight_sites", False))
+    if k_route == "unit_sites" and not has_sites:
+        raise ValueError(
+            f"k_route: 'unit_sites' needs a cell declaring per-unit weight sites (has_unit_weight_sites), got "
+            f"{type(cell).__name__}, which does not; use k_route='jacobian' (or 'auto')")
+    if k_route == "auto":
+        k_route = "unit_sites" if has_sites else "jacobian"
+    return strategy, adjoint, check_memory_limit(memory_limit), k_route
 
 
 #: One step of F recomputed from the given z agrees with z to this relative accuracy in float64
@@ -142,7 +164,8 @@ class Linearization:
     ``z`` must satisfy ``z_t = F(z_{t-1}, x_t; θ)`` at every step to a relative
     1e-10). Attributes: ``cell``, ``theta``, ``x``,
     ``h0``, ``z`` (B, T, S), ``shape == (B, T, S)``, ``size == B*T*S``,
-    ``num_params``, ``strategy`` (the one in use), ``adjoint`` (the name of the
+    ``num_params``, ``strategy`` (the one in use), ``k_route`` (how ``K`` applies
+    ``J_θ J_θᵀ``: ``'unit_sites'`` or ``'jacobian'``, see :func:`linearize`), ``adjoint`` (the name of the
     gradient's route) and ``adjoint_strategy`` (its :class:`AdjointStrategy`); operators
     ``P``, ``P_inv``, ``J_theta``, ``K``, ``NTK`` (and ``P.H`` = ``P*``).
 
@@ -152,11 +175,12 @@ class Linearization:
     hands out is read-only or a fresh copy.
     """
 
-    def __init__(self, cell, theta, x, h0, z, *, strategy="auto", adjoint="discrete", memory_limit=None):
+    def __init__(self, cell, theta, x, h0, z, *, strategy="auto", adjoint="discrete", memory_limit=None,
+                 k_route="auto"):
         theta, x, h0 = check_problem(cell, theta, x, h0)
         B, T, _ = x.shape
         z = as_real_array("z", z, (B, T, cell.state_size), ("B", "T", "S"))
-        strategy, adjoint, memory_limit = _check_options(cell, strategy, adjoint, memory_limit)
+        strategy, adjoint, memory_limit, k_route = _check_options(cell, strategy, adjoint, memory_limit, k_route)
         h_prev = np.concatenate([h0[:, None], z[:, :-1]], axis=1).reshape(B * T, -1)
         stepped = cell._step(theta, h_prev, np.ascontiguousarray(x).reshape(B * T, -1)).reshape(z.shape)
         err = np.abs(stepped - z)
@@ -168,9 +192,9 @@ class Linearization:
                 f"|z - F(z_prev, x)| = {err[b, t, s]:.3e} at trial {b}, step {t}, unit {s} (tolerance "
                 f"{_TRAJECTORY_RTOL:g} relative); use kpref.linearize(cell, theta, x, h0) to compute it"
             )
-        self._setup(cell, theta, x, h0, z, strategy, adjoint, memory_limit)
+        self._setup(cell, theta, x, h0, z, strategy, adjoint, memory_limit, k_route)
 
-    def _setup(self, cell, theta, x, h0, z, strategy, adjoint, memory_limit, cache=None):
+    def _setup(self, cell, theta, x, h0, z, strategy, adjoint, memory_limit, k_route="jacobian", cache=None):
         """Build from checked arrays (copied here: the snapshot owns its data); ``cache`` from
         ``cell._run_prepared`` (fresh arrays of this call), else computed one step at a time."""
         theta, x, h0, z = (readonly_copy(a) for a in (theta, x, h0, z))
@@ -202,6 +226,8 @@ class Linearization:
         self.strategy = strategy
         self._A = None
         self._k_blocks = None
+        self.k_route = k_route
+        self._unit_product = None
         if strategy == "materialized":
             check_memory("linearize(strategy='materialized')", dense_bytes, self.memory_limit)
             self._A = cell._state_jacobian(self.point).reshape(T, B, S, S)
@@ -352,12 +378,37 @@ class Linearization:
     def _JT_matmat(self, X):
         return np.ascontiguousarray(self._JT(self._to_internal(X)).T)
 
+    def _K_internal(self, W):
+        """``K W = J_θ J_θᵀ W`` on an internal block (k, T, B, S), by :attr:`k_route`."""
+        if self.k_route == "jacobian":
+            return self._J(self._JT(W))
+        k, T, B, S = W.shape
+        prod = self._unit_site_product()
+        return prod.apply(W.reshape(k, T * B, prod.parts, prod.units)).reshape(k, T, B, S)
+
+    def _unit_site_product(self):
+        """The :class:`UnitSiteProduct` of the cell's per-unit weight sites at every step, built once."""
+        if self._unit_product is None:
+            B, T, S = self.shape
+            name = type(self.cell).__name__
+            sites = self.cell._unit_weight_sites(self.point)           # declared hook, rows t·B + b
+            for names, act, d in sites:
+                ok = (np.ndim(act) == 2 and np.shape(act)[0] == T * B and np.ndim(d) == 4
+                      and np.shape(d)[0] == T * B and np.shape(d)[1] * np.shape(d)[3] == S)
+                if not ok or np.shape(d)[1:4:2] != np.shape(sites[0][2])[1:4:2]:
+                    raise ValueError(
+                        f"k_route='unit_sites': {name}._unit_weight_sites returned activity {np.shape(act)} and d "
+                        f"{np.shape(d)} for site {tuple(names)}; expected (M, a) and (M, P, G, H) with "
+                        f"M = {T * B} rows and P·H = {S}, the same (P, H) for every site")
+            self._unit_product = UnitSiteProduct(sites, self.memory_limit, name)
+        return self._unit_product
+
     def _K_matmat(self, X):
-        return self._to_flat(self._J(self._JT(self._to_internal(X))))
+        return self._to_flat(self._K_internal(self._to_internal(X)))
 
     def _NTK_matmat(self, X):
         W = self._sweep_backward(self._to_internal(X))
-        return self._to_flat(self._sweep_forward(self._J(self._JT(W))))
+        return self._to_flat(self._sweep_forward(self._K_internal(W)))
 
     # ------------------------------------------------- Kronecker core of K
     def kronecker_factors(self, memory_limit=None, *, steps=None):
@@ -468,7 +519,7 @@ class Linearization:
     def __repr__(self):
         B, T, S = self.shape
         return (f"Linearization({self.cell!r}, B={B}, T={T}, S={S}, p={self.num_params}, "
-                f"strategy={self.strategy!r}, adjoint={self.adjoint!r})")
+                f"strategy={self.strategy!r}, adjoint={self.adjoint!r}, k_route={self.k_route!r})")
 
 
 class KroneckerSite(NamedTuple):

@@ -13,8 +13,13 @@ Block-size measurement for the NTK's top-k (medium size, H=64):
     OPENBLAS_NUM_THREADS=1 python validation/benchmarks/bench_kblocks.py --hidden 64 --batch 8 --time 60 \\
         --only-ntk --ntk-block-sizes 1 2 3 4 6 10
 
-Prints ONE table, every row measured in this process one after another on
-one linearization (so old and new routes share the machine's load):
+Prints ONE table, every row measured in this process one after another
+(so old and new routes share the machine's load), on two linearizations of
+the same problem that differ only in how ``K`` applies ``J_θ J_θᵀ``: the old
+rows use ``k_route='jacobian'`` (the cell's ``J_θᵀ``/``J_θ`` kernels, column
+by column: the product before issue 17), the new rows the default
+(``'unit_sites'``: two large GEMMs per weight site for a block of columns).
+The column "K product" of each row says which.
 
 old (the routes before issue 17)
   * K top-k eigenvalues by block Lanczos on the matrix-free ``lin.K``
@@ -31,7 +36,11 @@ new
   * NTK top-k eigenvalues by block Lanczos with today's defaults
     (``'local+1'``: local + one full reorthogonalization pass, Cholesky QR
     twice, locking of converged Ritz pairs, ``A V`` kept, block size
-    ``min(max(⌈k/10⌉, 3), 32)``, basis ``max(k + 3b, 4k)``).
+    ``min(max(⌈k/10⌉, 3), 32)``, basis ``max(k + 3b, 4k)``; basis stored as rows).
+
+Before the table, the cost of one product per column (P, K and NTK on a
+block of the default Lanczos block size, both K products), the best of
+``--product-repeats`` runs.
 
 Each result column says what was computed and how the routes agree (the
 exact effective rank in units of the Hutch++ error bar; Lanczos eigenvalues
@@ -61,6 +70,27 @@ def _old_settings(k):
     return dict(orthogonalization="cgs2", locking=False, block_size=b, max_basis=max(k + 3 * b, 6 * k))
 
 
+def _product_timings(lin, lin_old, args, n):
+    """Milliseconds per column of P, K and NTK (both K products) on one block of the default Lanczos size."""
+    from kpref.analysis._spectral import _default_block_size
+
+    b = _default_block_size(args.k)
+    X = np.random.default_rng(args.seed).standard_normal((n, b))
+    print(f"one product, ms per column (block of {b} columns, best of {args.product_repeats} rounds, the "
+          "operators interleaved in each round so that both K products see the same load):")
+    ops = [("P", lin.P, "-"), ("P*", lin.P.H, "-"), ("K", lin_old.K, lin_old.k_route), ("K", lin.K, lin.k_route),
+           ("NTK", lin_old.NTK, lin_old.k_route), ("NTK", lin.NTK, lin.k_route)]
+    for _, op, _ in ops:
+        op.matmat(X)                                   # warm: compiled kernels, scratch, site arrays
+    best = [np.inf] * len(ops)
+    for _ in range(max(1, args.product_repeats)):
+        for i, (_, op, _) in enumerate(ops):
+            best[i] = min(best[i], timed(lambda: op.matmat(X))[1])
+    for (name, _, route), t in zip(ops, best):
+        print(f"  {name:<4} {route:<10} {1e3 * t / b:8.1f} ms")
+    print()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="small network (H=32, B=4, T=30)")
@@ -77,6 +107,7 @@ def main(argv=None):
     ap.add_argument("--only-ntk", action="store_true", help="only the NTK rows")
     ap.add_argument("--ntk-block-sizes", type=int, nargs="*", default=[],
                     help="extra new-route NTK rows with these Lanczos block sizes")
+    ap.add_argument("--product-repeats", type=int, default=3, help="runs of each per-column product timing")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     H = args.hidden or (32 if args.small else 256)
@@ -88,21 +119,24 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
     theta, x = cell.init_params(rng), rng.standard_normal((B, T, N))
     lin, t_lin = timed(lambda: kpref.linearize(cell, theta, x))
+    lin_old = kpref.linearize(cell, theta, x, k_route="jacobian")     # the K product before issue 17
     n, k = lin.size, args.k
     print(f"{Cell.__name__} H={H} B={B} T={T} N={N}: trajectory space n={n}, p={cell.num_params} "
           f"(float64, {os.cpu_count()} cores, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, "
           f"workers={args.workers}; load average {os.getloadavg()[0]:.1f} at start)")
-    print(f"linearize: {t_lin:.2f} s")
-    head = f"{'route':<4} {'task':<54} {'time':>9} {'columns':>8}  result"
+    print(f"linearize: {t_lin:.2f} s; K product: old rows {lin_old.k_route!r}, new rows {lin.k_route!r}")
+    print()
+    _product_timings(lin, lin_old, args, n)
+    head = f"{'route':<4} {'task':<54} {'K product':<10} {'time':>9} {'columns':>8}  result"
     print()
     print(head)
     print("-" * (len(head) + 50))
     times = {}
 
-    def row(route, task, seconds, columns, result, key=None):
+    def row(route, task, seconds, columns, result, key=None, product="-"):
         if key:
             times[key] = seconds
-        print(f"{route:<4} {task:<54} {seconds:8.2f}s {columns:>8}  {result}", flush=True)
+        print(f"{route:<4} {task:<54} {product:<10} {seconds:8.2f}s {columns:>8}  {result}", flush=True)
 
     def lanczos(op, **kw):
         c = CountingOperator(op)
@@ -115,12 +149,12 @@ def main(argv=None):
         # ---- new: K through its blocks
         kb, t = timed(lambda: lin.K_blocks())
         kb.workers = args.workers
-        row("new", f"K blocks: build ({kb.units} × {kb.form} {kb.block_size})", t, 0, repr(kb), "build")
+        row("new", f"K blocks: build ({kb.units} × {kb.form} {kb.block_size})", t, 0, repr(kb), "build", "blocks")
         lam, t = timed(lambda: kb.eigenvalues())
         top = lam[:k]
         row("new", "K exact full spectrum (blocks)", t, 0,
             f"{lam.size} eigenvalues, λ1={lam[0]:.6e}, λ{k}={lam[k - 1]:.6e}, rank "
-            f"{int(np.sum(lam > 1e-12 * lam[0]))}", "spectrum")
+            f"{int(np.sum(lam > 1e-12 * lam[0]))}", "spectrum", "blocks")
         cold = kpref.linearize(cell, theta, x)        # fresh caches: build + power sums, the public call
 
         def erank_cold():
@@ -130,32 +164,33 @@ def main(argv=None):
         erank, t = timed(erank_cold)
         lam2 = lam ** 2
         row("new", "K exact effective rank (cold: build + power sums)", t, 0,
-            f"{erank:.4f}; from the spectrum {lam2.sum() ** 2 / np.sum(lam2 * lam2):.4f}", "erank")
+            f"{erank:.4f}; from the spectrum {lam2.sum() ** 2 / np.sum(lam2 * lam2):.4f}", "erank", "blocks")
         # ---- old: Hutch++ and block Lanczos on the matrix-free K
-        c = CountingOperator(lin.K)
+        c = CountingOperator(lin_old.K)
         (est, err), t = timed(lambda: analysis.effective_rank(c, "hutch++", args.probes, args.seed,
                                                               return_error=True))
         row("old", f"K effective rank (Hutch++ {args.probes})", t, c.columns,
-            f"{est:.4f} ± {err:.4f}; exact is {abs(est - erank) / err:.2f} error bars away", "hutch")
+            f"{est:.4f} ± {err:.4f}; exact is {abs(est - erank) / err:.2f} error bars away", "hutch",
+            lin_old.k_route)
         if not args.skip_k_lanczos:
-            res, t, cols = lanczos(lin.K, **old_kw)
+            res, t, cols = lanczos(lin_old.K, **old_kw)
             row("old", f"K top-{k} eig (block Lanczos, cgs2, b={old_kw['block_size']})", t, cols,
                 f"λ1={res.values[0]:.6e}; max |Δλ|/λ1 vs blocks {np.abs(res.values - top).max() / top[0]:.1e}",
-                "k_lanczos")
+                "k_lanczos", lin_old.k_route)
     # ---- NTK: old settings, new defaults, optional block sizes
-    res_old, t, cols = lanczos(lin.NTK, **old_kw)
+    res_old, t, cols = lanczos(lin_old.NTK, **old_kw)
     ref = res_old.values
     row("old", f"NTK top-{k} eig (cgs2 + SVD, b={old_kw['block_size']}, no locking)", t, cols,
-        f"λ1={ref[0]:.6e}, λ{k}={ref[-1]:.6e}, {res_old.n_restarts} restarts", "ntk_old")
+        f"λ1={ref[0]:.6e}, λ{k}={ref[-1]:.6e}, {res_old.n_restarts} restarts", "ntk_old", lin_old.k_route)
     res, t, cols = lanczos(lin.NTK)
     row("new", f"NTK top-{k} eig (defaults: local+1, CholQR2, locking)", t, cols,
         f"max |Δλ|/λ1 vs old {np.abs(res.values - ref).max() / ref[0]:.1e}; {res.n_restarts} restarts, "
-        f"{res.n_locked} locked; {t / times['ntk_old']:.2f} of old", "ntk_new")
+        f"{res.n_locked} locked; {t / times['ntk_old']:.2f} of old", "ntk_new", lin.k_route)
     for bs in args.ntk_block_sizes:
         res, t, cols = lanczos(lin.NTK, block_size=bs)
         row("new", f"NTK top-{k} eig (local+1, locking, b={bs})", t, cols,
             f"max |Δλ|/λ1 vs old {np.abs(res.values - ref).max() / ref[0]:.1e}; {res.n_restarts} restarts, "
-            f"{res.n_locked} locked; {t / times['ntk_old']:.2f} of old")
+            f"{res.n_locked} locked; {t / times['ntk_old']:.2f} of old", product=lin.k_route)
     print()
     if "erank" in times:
         print(f"K effective rank: exact (cold) {times['erank']:.2f} s against Hutch++ {times['hutch']:.2f} s")

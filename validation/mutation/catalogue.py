@@ -148,8 +148,8 @@ MUTANTS = [
      "err = abs(value) * np.sqrt((ea / a) ** 2 + (eb / b) ** 2)",
      "error of (tr A)²/tr(A²) without the factor 2 of the square"),
     ("spectral-no-reorthogonalization", "kpref/analysis/_spectral.py",
-     "C2 = Vb.T @ W                      # one reorthogonalization pass against the whole basis",
-     "C2 = 0.0 * (Vb.T @ W)                      # one reorthogonalization pass against the whole basis",
+     "C2 = Vb @ Wt.T                        # one reorthogonalization pass against the whole basis",
+     "C2 = 0.0 * (Vb @ Wt.T)                        # one reorthogonalization pass against the whole basis",
      "block Lanczos without the reorthogonalization pass against the whole basis (default 'local+1' "
      "route: only the local recurrence remains)"),
     ("partial-trace-loo-mean", "kpref/analysis/_partial_trace.py",
