@@ -27,12 +27,15 @@ old (the routes before issue 17)
     an SVD per block, one more product for the final residuals, no locking,
     block size ``min(max(⌈k/2⌉, 4), 32)``, basis ``max(k + 3b, 6k)``);
   * K effective rank by Hutch++ (``--probes`` products), with its error bar;
+  * K effective dimensions (batch, time, hidden) by Hutchinson, ``--dim-probes``
+    probes per axis (the report's randomized route before issue 17), with error bars;
   * NTK top-k eigenvalues by the same old block Lanczos settings.
 new
   * the build of K's blocks (``lin.K_blocks()``, from the hook ``cell._unit_weight_sites``);
   * K's exact full spectrum through the blocks;
   * K's exact effective rank, cold: ``analysis.effective_rank(lin.K)`` on a
     fresh linearization (build + power sums, the public call);
+  * K's exact effective dimensions over the three axes through the blocks;
   * NTK top-k eigenvalues by block Lanczos with today's defaults
     (``'local+1'``: local + one full reorthogonalization pass, Cholesky QR
     twice, locking of converged Ritz pairs, ``A V`` kept, block size
@@ -101,6 +104,8 @@ def main(argv=None):
     ap.add_argument("--input", type=int, default=3)
     ap.add_argument("--k", type=int, default=20, help="number of top eigenvalues")
     ap.add_argument("--probes", type=int, default=100, help="Hutch++ products")
+    ap.add_argument("--dim-probes", type=int, default=30,
+                    help="Hutchinson probes per axis for the old effective dimensions (the report's n_probes)")
     ap.add_argument("--tol", type=float, default=1e-10, help="Lanczos relative residual tolerance")
     ap.add_argument("--workers", type=int, default=1, help="threads for the per-unit block work")
     ap.add_argument("--skip-k-lanczos", action="store_true", help="skip the old block Lanczos on K")
@@ -165,7 +170,16 @@ def main(argv=None):
         lam2 = lam ** 2
         row("new", "K exact effective rank (cold: build + power sums)", t, 0,
             f"{erank:.4f}; from the spectrum {lam2.sum() ** 2 / np.sum(lam2 * lam2):.4f}", "erank", "blocks")
-        # ---- old: Hutch++ and block Lanczos on the matrix-free K
+        dims, t = timed(lambda: analysis.effective_dimensions(cold, operators=("K",))["K"])
+        row("new", "K exact effective dimensions (blocks, 3 axes)", t, 0,
+            ", ".join(f"{a} {v:.4f}" for a, v in dims.items()), "dims", "blocks")
+        # ---- old: Hutch++, Hutchinson and block Lanczos on the matrix-free K
+        hd, t = timed(lambda: analysis.effective_dimensions(lin_old, operators=("K",), method="hutchinson",
+                                                            n_probes=args.dim_probes, rng=args.seed,
+                                                            return_error=True)["K"])
+        row("old", f"K effective dimensions (Hutchinson {args.dim_probes}, 3 axes)", t, args.dim_probes,
+            ", ".join(f"{a} {v:.3f} ± {e:.3f} ({abs(v - dims[a]) / e:.1f} bars)" for a, (v, e) in hd.items()),
+            "dims_old", lin_old.k_route)
         c = CountingOperator(lin_old.K)
         (est, err), t = timed(lambda: analysis.effective_rank(c, "hutch++", args.probes, args.seed,
                                                               return_error=True))
@@ -194,6 +208,8 @@ def main(argv=None):
     print()
     if "erank" in times:
         print(f"K effective rank: exact (cold) {times['erank']:.2f} s against Hutch++ {times['hutch']:.2f} s")
+    if "dims" in times:
+        print(f"K effective dimensions: exact {times['dims']:.2f} s against Hutchinson {times['dims_old']:.2f} s")
     if "k_lanczos" in times:
         print(f"K top-{k}: full spectrum {times['spectrum']:.2f} s against Lanczos top-{k} {times['k_lanczos']:.2f} s")
     print(f"NTK top-{k}: new/old time {times['ntk_new'] / times['ntk_old']:.2f}")
