@@ -987,6 +987,11 @@ def _rel3_entries():
         "experiments.dense_bytes": Entry(_fn(ex.dense_bytes), lambda: dict(B=2, T=5, S=4, p=10),
                                          {"B": "posint", "T": "posint", "S": "posint", "p": "posint"},
                                          skip={k: {"huge"} for k in "BTSp"}),
+        "experiments.run_local": Entry(lambda **kw: list(ex.run_local(**kw)),
+                                       lambda: dict(fn=abs, items=[(-1.0,)], jobs=1),
+                                       {"fn": "callable", "jobs": "posint"}),
+        "experiments.worker_blas_threads": Entry(_fn(ex.worker_blas_threads), lambda: dict(jobs=2),
+                                                 {"jobs": "posint"}),
         "experiments.checkpoint_schedule": Entry(_fn(ex.checkpoint_schedule), lambda: dict(steps=10, num_checkpoints=3),
                                                  {"steps": "posint", "num_checkpoints": "posint"},
                                                  skip={"steps": {"huge"}}),     # a schedule of 3 marks, any length

@@ -341,3 +341,23 @@ def test_ctrl_c_with_two_workers_stops_them_and_leaves_the_folder(reports, tmp_p
             break
         assert time.monotonic() < deadline, "processes of the interrupted report are still alive"
         time.sleep(0.1)
+
+
+def test_local_workers_get_a_share_of_the_cores_for_blas(monkeypatch):
+    """--jobs N workers get BLAS threads = max(1, cores // N) unless the caller set them; the parent's environment
+    is restored afterwards (two workers each letting BLAS use every core oversubscribe the machine)."""
+    import os
+    from kpref.experiments import BLAS_THREAD_VARIABLES, run_local, worker_blas_threads
+    for k in BLAS_THREAD_VARIABLES:
+        monkeypatch.delenv(k, raising=False)
+    got = dict(run_local(os.getenv, [(k,) for k in BLAS_THREAD_VARIABLES], 2))
+    assert got == {i: str(worker_blas_threads(2)) for i in range(len(BLAS_THREAD_VARIABLES))}
+    assert worker_blas_threads(2) == max(1, (os.cpu_count() or 1) // 2)
+    assert all(k not in os.environ for k in BLAS_THREAD_VARIABLES)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
+    assert dict(run_local(os.getenv, [("OPENBLAS_NUM_THREADS",)], 2)) == {0: "3"}
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "3"
+    with pytest.raises(TypeError, match="items: expected a sequence of argument tuples, got float at index 0"):
+        run_local(abs, [1.0], 1)
+    with pytest.raises(ValueError, match="jobs"):
+        run_local(abs, [(1.0,)], 0)

@@ -6,7 +6,8 @@
   :func:`summary_table`, :func:`write_figures`, the CLI's :func:`main`;
 * ``kpref.experiments.sweep``, the public face of :mod:`kpref.experiments._sweep`
   (``SweepConfig``, ``run_sweep``, ``run_one``, ``train_kwargs``, ...);
-* ``kpref.experiments.interference``, that of :mod:`kpref.experiments._interference`.
+* ``kpref.experiments.interference``, that of :mod:`kpref.experiments._interference`;
+* :func:`run_local`, the local-process executor of ``report --jobs`` and ``sweep --jobs``.
 
 matplotlib is imported only when figures are written.
 """
@@ -14,6 +15,7 @@ matplotlib is imported only when figures are written.
 from ._experiments import *  # noqa: F401,F403  (its __all__)
 from ._experiments import AXES, OPERATORS, __all__ as _experiment_names
 from ._experiments import _subtask_operator_alignment as subtask_operator_alignment
+from ._executors import BLAS_THREAD_VARIABLES, run_local, worker_blas_threads
 from ._report import (FIGURES, INCOMPLETE, ReportFolderError, add_arguments, main, read_report, run_report,
                       summary_table, write_figures)
 from . import _interference as interference
@@ -21,4 +23,5 @@ from . import _sweep as sweep
 
 __all__ = list(_experiment_names) + ["AXES", "OPERATORS", "FIGURES", "INCOMPLETE", "ReportFolderError",
                                      "add_arguments", "main", "read_report", "run_report", "subtask_operator_alignment",
-                                     "summary_table", "write_figures", "sweep", "interference"]
+                                     "summary_table", "write_figures", "sweep", "interference", "run_local",
+                                     "worker_blas_threads", "BLAS_THREAD_VARIABLES"]
