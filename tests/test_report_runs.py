@@ -317,8 +317,11 @@ def test_ctrl_c_with_two_workers_stops_them_and_leaves_the_folder(reports, tmp_p
     status 130, the previous report untouched, and no worker process left behind."""
     base, _, _ = reports
     folder = _copy(base, tmp_path / "r")
-    proc = subprocess.Popen(_cmd(folder, "--overwrite", "--seed", "1", "--jobs", "2"), cwd=ROOT, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # --steps 20000: each run trains for seconds (a tiny run of 6 steps could end within the second below on a
+    # fast machine, and then there is nothing left to interrupt)
+    proc = subprocess.Popen(_cmd(folder, "--overwrite", "--seed", "1", "--jobs", "2", "--steps", "20000"), cwd=ROOT,
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     deadline = time.monotonic() + 120
     while not any(p.name.startswith(".kpref-staging") for p in folder.iterdir()):
         assert proc.poll() is None and time.monotonic() < deadline, "the run never started"
