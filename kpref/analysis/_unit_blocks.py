@@ -265,7 +265,7 @@ def unit_blocks(lin, memory_limit=None):
         raise NotImplementedError(
             f"unit_blocks: {name}'s state parts {tuple(cell.state_parts)} cover {U * P} entries, not the state "
             f"size {S}; use lin.K")
-    if getattr(cell, "has_unit_weight_sites", False):
+    if cell.has_unit_weight_sites:
         sites = _sites_from_unit_form(lin, U, P, limit)
     else:
         sites = _sites_from_dense_D(lin, U, P, limit)

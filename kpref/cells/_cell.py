@@ -76,6 +76,16 @@ class _IndexValueError(IndexError, ValueError):
     """An index out of range: an ``IndexError`` (as before) that is also the ``ValueError`` of bad input."""
 
 
+def step_rows(x, h0, z):
+    """The rows ``(h_{t-1}, x_t)`` of a trajectory, row ``t·B + b``: ``(h_rows (T·B, S), x_rows (T·B, N))``, fresh."""
+    B, T, S = z.shape
+    h_prev = np.empty((T, B, S))
+    h_prev[0] = h0
+    h_prev[1:] = z[:, :-1].transpose(1, 0, 2)
+    x_rows = np.array(x.transpose(1, 0, 2), order="C").reshape(T * B, x.shape[2])
+    return h_prev.reshape(T * B, S), x_rows
+
+
 class StepPoint:
     """The linearization point of ``F`` at ``M`` rows.
 
@@ -532,11 +542,8 @@ class Cell(abc.ABC):
         for t in range(T):
             h = self._step(theta, h, np.ascontiguousarray(x[:, t]))
             z[:, t] = h
-        h_prev = np.empty((T, B, S))
-        h_prev[0] = h0
-        h_prev[1:] = z[:, :-1].transpose(1, 0, 2)
-        x_rows = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(T * B, -1)
-        return z, self._prepare_by_step(theta, h_prev.reshape(T * B, S), x_rows, B)
+        h_rows, x_rows = step_rows(x, h0, z)
+        return z, self._prepare_by_step(theta, h_rows, x_rows, B)
 
     @abc.abstractmethod
     def _state_jvp(self, pt, V):

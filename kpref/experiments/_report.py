@@ -469,10 +469,6 @@ def _one_run(experiment, cell, g, config, progress, checkpoint_dir):
     return fn(cell, g, config, progress=progress, checkpoint_dir=checkpoint_dir)
 
 
-#: Cells whose runs take longest per step (gates): started first by ``--jobs`` (scheduling only).
-_SLOW_CELLS = ("gru", "lstm")
-
-
 def _run_into(config, folder, *, progress, log, save_checkpoints, jobs=1):
     t_start = time.perf_counter()
     plan = [("collapse", cell, g) for cell in config.cells for g in config.gains]
@@ -486,9 +482,11 @@ def _run_into(config, folder, *, progress, log, save_checkpoints, jobs=1):
             ckdir = os.path.join(folder, "checkpoints", f"{experiment}_{cell}_g{g:g}")
         items.append((experiment, cell, g, config, progress, ckdir))
     results = [None] * len(plan)
-    # longest runs first (alignment before collapse, gated cells before Elman), so that with several jobs the
-    # last run to start is a short one; the order of execution only: results are stored by position
-    order = sorted(range(len(plan)), key=lambda i: (plan[i][0] != "alignment", plan[i][1] not in _SLOW_CELLS, i))
+    # longest runs first (alignment before collapse, gated cells, declaring gate_names, before the others), so
+    # that with several jobs the last run to start is a short one; the order of execution only: results are
+    # stored by position
+    classes = ex._cell_classes()
+    order = sorted(range(len(plan)), key=lambda i: (plan[i][0] != "alignment", not classes[plan[i][1]].gate_names, i))
     for done, (k, (record, art)) in enumerate(run_local(_one_run, [items[i] for i in order], jobs), start=1):
         i = order[k]
         results[i] = (record, art)          # stored by position: the report is the same whatever the order

@@ -57,6 +57,7 @@ from ._adjoint import AdjointStrategy, DiscreteAdjoint
 from ._named import NamedOperator
 from ._unit_product import UnitSiteProduct
 from ._loss import Loss, mse_loss  # noqa: F401  (moved to _loss; importable from here as before)
+from ..cells._cell import step_rows
 from ..cells._simulate import check_problem
 
 __all__ = ["linearize", "Linearization", "KroneckerSite"]
@@ -124,7 +125,7 @@ def _check_options(cell, strategy, adjoint, memory_limit, k_route):
     check_choice("strategy", strategy, ("auto", "matrix_free", "materialized"))
     adjoint = _adjoint_strategy(cell, adjoint)   # refuse before simulating
     check_choice("k_route", k_route, ("auto", "unit_sites", "jacobian"))
-    has_sites = bool(getattr(cell, "has_unit_weight_sites", False))
+    has_sites = bool(cell.has_unit_weight_sites)     # declared on every Cell (default False)
     if k_route == "unit_sites" and not has_sites:
         raise ValueError(
             f"k_route: 'unit_sites' needs a cell declaring per-unit weight sites (has_unit_weight_sites), got "
@@ -206,12 +207,7 @@ class Linearization:
         self.num_params = cell.num_params
         self.adjoint = self.adjoint_strategy.name or type(self.adjoint_strategy).__name__
         self.memory_limit = memory_limit
-        # rows ordered (t, b): row t*B + b holds (h_{t-1}, x_t)
-        h_prev = np.empty((T, B, S))
-        h_prev[0] = h0
-        h_prev[1:] = z[:, :-1].transpose(1, 0, 2)
-        h_rows = h_prev.reshape(T * B, S)
-        x_rows = np.array(x.transpose(1, 0, 2), order="C").reshape(T * B, cell.input_size)
+        h_rows, x_rows = step_rows(x, h0, z)         # row t*B + b holds (h_{t-1}, x_t)
         h_rows.flags.writeable = False
         x_rows.flags.writeable = False
         if cache is None:
