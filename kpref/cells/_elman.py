@@ -49,58 +49,57 @@ __all__ = ["Elman"]
 _TANH, _RELU = 0, 1
 
 
-@njit
-def _elman_step(w_ih, w_hh, b_ih, b_hh, h, x, act):
-    M, H = h.shape
-    a = np.dot(x, w_ih.T) + np.dot(h, w_hh.T)
-    out = np.empty_like(a)
-    for m in range(M):
-        for i in range(H):
-            s = a[m, i] + b_ih[i] + b_hh[i]
-            if act == _TANH:
-                out[m, i] = np.tanh(s)
-            else:
-                out[m, i] = s if s.real > 0.0 else 0.0 * s
+# The forward step and its cache are NumPy expressions on whole (M, H) arrays: tanh runs in NumPy's vectorized
+# loop (≈ 2.5 ns an entry against ≈ 40 ns for a scalar call in a numba loop). It is applied to a fresh
+# C-contiguous array on every path (step, prepare, fused sweep), so the three agree bit for bit.
+def _elman_preactivation(w_ihT, w_hhT, b_ih, b_hh, h, x):
+    """``a = W_ih x + W_hh h + b_ih + b_hh`` (M, H), contiguous, from C-contiguous ``W_ihᵀ``, ``W_hhᵀ`` (one
+    layout on every path; a GEMM with a contiguous right factor is faster here)."""
+    a = x @ w_ihT + h @ w_hhT           # a new array of the promoted type (complex step)
+    a += b_ih
+    a += b_hh
+    return a
+
+
+def _elman_activate(a, act, out):
+    """``h' = φ(a)`` written into ``out`` (which may be ``a``)."""
+    if act == _TANH:
+        return np.tanh(a, out=out)
+    np.copyto(out, np.where(a.real > 0.0, a, 0.0 * a))     # ReLU as torch: 0 at and below 0 (0·a keeps a complex step's type)
     return out
 
 
-@njit
-def _elman_prepare(w_ih, w_hh, b_ih, b_hh, h, x, act):
-    M, H = h.shape
-    a = np.dot(x, w_ih.T) + np.dot(h, w_hh.T)
+def _elman_derivative(a, h_next, act, out):
+    """``d = φ'(a)`` into ``out``: ``1 − h'²`` (tanh), ``[a > 0]`` (ReLU)."""
+    if act == _TANH:
+        np.multiply(h_next, h_next, out=out)
+        np.subtract(1.0, out, out=out)
+    else:
+        np.greater(a.real, 0.0, out=out, casting="unsafe")
+
+
+def _elman_step(w_ihT, w_hhT, b_ih, b_hh, h, x, act):
+    a = _elman_preactivation(w_ihT, w_hhT, b_ih, b_hh, h, x)
+    return _elman_activate(a, act, a)
+
+
+def _elman_prepare(w_ihT, w_hhT, b_ih, b_hh, h, x, act):
+    a = _elman_preactivation(w_ihT, w_hhT, b_ih, b_hh, h, x)
     d = np.empty_like(a)
-    for m in range(M):
-        for i in range(H):
-            s = a[m, i] + b_ih[i] + b_hh[i]
-            if act == _TANH:
-                t = np.tanh(s)
-                d[m, i] = 1.0 - t * t
-            else:
-                d[m, i] = 1.0 if s > 0.0 else 0.0
+    _elman_derivative(a, _elman_activate(a, act, np.empty_like(a)), act, d)
     return d
 
 
-@njit
-def _elman_run_prepare(w_ih, w_hh, b_ih, b_hh, h0, xs, act, z, d):
+def _elman_run_prepare(w_ihT, w_hhT, b_ih, b_hh, h0, xs, act, z, d):
     """The forward sweep and the cache ``d`` in one pass (float64 only): ``xs`` (T, B, N), ``z`` (T, B, H) out,
-    ``d`` (T·B, H) out at rows ``t·B + b``; the products and expressions of :func:`_elman_step` and
+    ``d`` (T·B, H) out at rows ``t·B + b``; the expressions of :func:`_elman_step` and
     :func:`_elman_prepare` on each step's ``B`` rows, so both equal theirs bit for bit."""
     T, B, _ = xs.shape
-    H = h0.shape[1]
     for t in range(T):
         h = h0 if t == 0 else z[t - 1]
-        a = np.dot(xs[t], w_ih.T) + np.dot(h, w_hh.T)
-        for m in range(B):
-            row = t * B + m
-            for i in range(H):
-                s = a[m, i] + b_ih[i] + b_hh[i]
-                if act == _TANH:
-                    v = np.tanh(s)
-                    z[t, m, i] = v
-                    d[row, i] = 1.0 - v * v
-                else:
-                    z[t, m, i] = s if s > 0.0 else 0.0 * s
-                    d[row, i] = 1.0 if s > 0.0 else 0.0
+        a = _elman_preactivation(w_ihT, w_hhT, b_ih, b_hh, h, xs[t])
+        _elman_activate(a, act, z[t])
+        _elman_derivative(a, z[t], act, d[t * B:(t + 1) * B])
 
 
 @njit
@@ -188,17 +187,17 @@ class Elman(TorchConventionCell):
         self._act = _TANH if self.nonlinearity == "tanh" else _RELU
 
     def _step(self, theta, h, x):
-        return _elman_step(*self._weights(theta), h, x, self._act)
+        return _elman_step(*self._transposed_weights(theta), h, x, self._act)
 
     def _prepare(self, theta, h, x):
-        return (_elman_prepare(*self._weights(theta), h, x, self._act),)
+        return (_elman_prepare(*self._transposed_weights(theta), h, x, self._act),)
 
     def _run_prepared(self, theta, x, h0):
         B, T, _ = x.shape
         H = self.hidden_size
         zt = np.empty((T, B, H))
         d = np.empty((T * B, H))
-        _elman_run_prepare(*self._weights(theta), np.ascontiguousarray(h0), np.ascontiguousarray(x.transpose(1, 0, 2)),
+        _elman_run_prepare(*self._transposed_weights(theta), np.ascontiguousarray(h0), np.ascontiguousarray(x.transpose(1, 0, 2)),
                            self._act, zt, d)
         return np.ascontiguousarray(zt.transpose(1, 0, 2)), (d,)
 
