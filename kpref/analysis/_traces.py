@@ -183,13 +183,26 @@ def hutchinson(target, n_probes, rng):
     return TraceEstimate(value, err, samples, n_probes)
 
 
-def hutch_plus_plus(target, n_probes, rng, *, return_basis=False):
-    """Hutch++ with a budget of ``n_probes`` products with ``M`` (module notes)."""
+def hutch_plus_plus(target, n_probes, rng, *, return_basis=False, sketch=None):
+    """Hutch++ with a budget of ``n_probes`` products with ``M`` (module notes).
+
+    ``sketch``: optionally ``M S`` (dim × ⌊n_probes/3⌋) for Rademacher ``S``
+    the caller drew (and ``rng`` then draws only the residual vectors), so
+    that two estimates can share one ``S`` (:func:`kpref.analysis.effective_rank`:
+    ``(AᵀA)² S = AᵀA (AᵀA S)``). Each estimate is then distributed exactly as
+    without it; given ``S``, their residual terms are independent.
+    """
     n_probes, rng = _check_estimator("hutch++", target, n_probes, rng)
     s = n_probes // 3
     g = n_probes - 2 * s
-    S = _rademacher(rng, target.dim, s)
-    Q, _ = np.linalg.qr(target.apply(S))
+    if sketch is None:
+        sketch = target.apply(_rademacher(rng, target.dim, s))
+    elif not (isinstance(sketch, np.ndarray) and sketch.dtype == np.float64 and sketch.shape == (target.dim, s)):
+        raise TypeError(f"sketch: expected a float64 array M S of shape ({target.dim}, {s}), got "
+                        f"{getattr(sketch, 'dtype', type(sketch).__name__)} of shape {getattr(sketch, 'shape', None)}")
+    elif not np.all(np.isfinite(sketch)):
+        raise ValueError("sketch: expected finite values, got NaN or inf")
+    Q, _ = np.linalg.qr(sketch)
     if target.is_gram:
         CQ = target.factor(Q)
         sketch_trace = float(np.sum(CQ * CQ))
