@@ -510,6 +510,24 @@ def test_fan_in_blocks_by_products_and_block_by_block_agree_with_dense():
         KBlocks(kb.shape, kb.units, kb.sites, memory_limit=20 * 1024).power_sums()
 
 
+@pytest.mark.parametrize("name", STRUCTURED)
+def test_fan_in_blocks_by_khatri_rao_products_for_every_cell(name):
+    """Every structured cell in fan-in form (B=4, T=20, H=3: n·P ≥ 80 > f): the blocks M_u assembled from the
+    packed Khatri–Rao products (a kernel copying each gate pair's packed triangle or rectangle into M_u) give
+    dense K's Σλ², Σλ⁴ and spectrum. Tolerance RTOL (module docstring); one misplaced entry changes M_u at O(1)."""
+    lin = _problem(name, B=4, T=20, H=3)
+    lam = np.linalg.eigvalsh(kpref.todense(lin.K))
+    kb = lin.K_blocks()
+    assert kb.form == "fan_in", name
+    s2, s4 = kb.power_sums()
+    assert abs(s2 - np.sum(lam**2)) <= RTOL * s2 and abs(s4 - np.sum(lam**4)) <= RTOL * s4
+    got = kb.eigenvalues()[:kb.units * kb.block_size]
+    assert np.abs(got - lam[::-1][:got.size]).max() <= RTOL * lam.max()
+    for u in range(kb.units):       # and each block is the unit's F_uᵀF_u (the block-by-block route)
+        M = kb.block(u)
+        assert np.abs(np.linalg.eigvalsh(M) - kb.block_eigenvalues()[u]).max() <= RTOL * lam.max(), u
+
+
 @pytest.mark.parametrize("name", ["gru", "lstm"])
 def test_effective_dimensions_of_K_by_the_gram_and_the_fan_in_routes(name):
     """D_a = tr_others(K²) from K_u (Gram route, rows written time-major) and from F_u M_u F_uᵀ (no Gram) agree with dense.

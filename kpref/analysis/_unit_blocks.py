@@ -181,6 +181,51 @@ def _unit_trajectory_rows(G, ET, T, time_major, out):
 
 
 @njit
+def _khatri_rao_rows(A, A2, upper, out):
+    """``out[i, k] = A[i, c_k]·A2[i, c2_k]`` over the pairs ``(c, c2)`` in ``c``-major order: ``c ≤ c2``
+    with ``upper`` (then ``A2`` is ``A``), else all of them (:meth:`KBlocks._kr_products`; one product
+    per entry, rows written contiguously)."""
+    for i in range(A.shape[0]):
+        row = out[i]
+        k = 0
+        for c in range(A.shape[1]):
+            x = A[i, c]
+            for c2 in range(c if upper else 0, A2.shape[1]):
+                row[k] = x * A2[i, c2]
+                k += 1
+
+
+@njit
+def _place_pair_block(packed, upper, a, a2, r0, c0, mirror, M):
+    """Write one gate pair's block of ``M`` from its Khatri–Rao product row ``packed`` (:meth:`KBlocks._kr_group`).
+
+    ``upper`` (a site with itself): ``packed`` holds the ``c ≤ c2`` entries in
+    ``c``-major order of a symmetric ``a × a`` block ``X``; ``M[r0:r0+a, c0:c0+a] = X``
+    and, with ``mirror`` (two different gates), ``M[c0:c0+a, r0:r0+a] = X`` too.
+    Otherwise ``packed`` is the ``a × a2`` block ``X`` in row-major order:
+    ``M[r0:r0+a, c0:c0+a2] = X`` and ``M[c0:c0+a2, r0:r0+a] = Xᵀ``. Copies only.
+    """
+    k = 0
+    if upper:
+        for c in range(a):
+            for c2 in range(c, a):
+                v = packed[k]
+                k += 1
+                M[r0 + c, c0 + c2] = v
+                M[r0 + c2, c0 + c] = v
+                if mirror:
+                    M[c0 + c, r0 + c2] = v
+                    M[c0 + c2, r0 + c] = v
+    else:
+        for c in range(a):
+            for c2 in range(a2):
+                v = packed[k]
+                k += 1
+                M[r0 + c, c0 + c2] = v
+                M[c0 + c2, r0 + c] = v
+
+
+@njit
 def _any_nonzero(x):
     """Whether a flat float array has a nonzero entry (stops at the first; one pass, no temporaries)."""
     for v in x:
@@ -524,39 +569,30 @@ class KBlocks:
             for s2 in range(s, len(self.sites)):
                 a, a2 = site.activity.shape[1], self.sites[s2].activity.shape[1]
                 G, G2 = site.d.shape[2], self.sites[s2].d.shape[2]
-                if s == s2:       # (c, c2) with c ≤ c2: the blocks are symmetric in the activity pair
+                upper = s == s2   # (c, c2) with c ≤ c2 only: the blocks are symmetric in the activity pair
+                if upper:
                     gates = [(q, q2) for q in range(G) for q2 in range(q, G)]
-                    c, c2 = np.triu_indices(a)
-                    unpack = np.empty((a, a), dtype=np.intp)
-                    unpack[c, c2] = np.arange(c.size)
-                    unpack[c2, c] = np.arange(c.size)
+                    width = a * (a + 1) // 2
                 else:
                     gates = [(q, q2) for q in range(G) for q2 in range(G2)]
-                    c, c2 = np.divmod(np.arange(a * a2), a2)
-                    unpack = None
-                plan.append((s, s2, gates, c, c2, unpack, offsets[s], offsets[s2], a, a2))
+                    width = a * a2
+                plan.append((s, s2, gates, width, upper, offsets[s], offsets[s2], a, a2))
         return plan
 
     def _kr_bytes(self, plan):
         """``(Z bytes, bytes per unit of the products)`` of :meth:`_map_blocks`."""
         n = self.shape[0] * self.shape[1]
-        z = sum(8 * n * p[3].size for p in plan)
-        per_unit = sum(8 * (len(p[2]) * p[3].size + len(p[2]) * n) for p in plan)
+        z = sum(8 * n * p[3] for p in plan)
+        per_unit = sum(8 * (len(p[2]) * p[3] + len(p[2]) * n) for p in plan)
         return z, per_unit
 
     def _kr_products(self, plan):
         """``Z[i, k] = a_s[i, c_k] · a_s2[i, c2_k]`` of every site pair (built in column chunks, no temporaries of its size)."""
         n = self.shape[0] * self.shape[1]
         out = []
-        for s, s2, _, c, c2, unpack, *_ in plan:
-            A, A2 = self.sites[s].activity, self.sites[s2].activity
-            Z = np.empty((n, c.size))
-            k = 0
-            for ci in range(A.shape[1]):          # the columns of c = ci are a contiguous run of c2 values
-                first = ci if unpack is not None else 0
-                width = A2.shape[1] - first
-                np.multiply(A[:, ci, None], A2[:, first:], out=Z[:, k:k + width])
-                k += width
+        for s, s2, _, width, upper, *_ in plan:
+            Z = np.empty((n, width))
+            _khatri_rao_rows(self.sites[s].activity, self.sites[s2].activity, upper, Z)
             out.append(Z)
         return out
 
@@ -613,18 +649,9 @@ class KBlocks:
         out = []
         M = np.empty((self.fan_in, self.fan_in))
         for j in range(g):
-            for (s, s2, gates, c, c2, unpack, o, o2, a, a2), RT in zip(plan, products):
+            for (s, s2, gates, _, upper, o, o2, a, a2), RT in zip(plan, products):
                 for k, (q, q2) in enumerate(gates):
-                    r0, c0 = o + q * a, o2 + q2 * a2
-                    if unpack is not None:
-                        blk = RT[k, j][unpack]
-                        M[r0:r0 + a, c0:c0 + a] = blk
-                        if q != q2:
-                            M[c0:c0 + a, r0:r0 + a] = blk
-                    else:
-                        blk = RT[k, j].reshape(a, a2)
-                        M[r0:r0 + a, c0:c0 + a2] = blk
-                        M[c0:c0 + a2, r0:r0 + a] = blk.T
+                    _place_pair_block(RT[k, j], upper, a, a2, o + q * a, o2 + q2 * a2, q != q2, M)
             out.append(fn(M))
         return out
 
