@@ -84,6 +84,9 @@ __all__ = ["unit_blocks", "KBlocks", "UnitSite", "BlockDiagonalOperator", "struc
 
 #: Bytes of the dense ``D`` of one chunk of steps while the blocks are built.
 _CHUNK_BYTES = 32 * 1024**2
+#: Units whose trajectory blocks :meth:`KBlocks.axis_grams` writes in one kernel call (sharing each Gram row
+#: while it is in cache), memory limit permitting.
+_TRAJECTORY_GROUP = 4
 _AXES = ("batch", "time", "hidden")
 
 
@@ -145,39 +148,43 @@ def _inner_kernel(GA, dA, GB, dB, same):
 
 @njit(nogil=True)
 def _unit_trajectory_rows(G, ET, T, time_major, out):
-    """``K_u`` of one unit into ``out`` (n·P, n·P) from the stacked Grams ``G`` (s, n, n) and ``ET`` (s, Gq, P, n).
+    """``K_u`` of a group of units into ``out`` (g, n·P, n·P) from the stacked Grams ``G`` (s, n, n) and ``ET`` (g, s, Gq, P, n).
 
-    ``out[r(i,p), j·P + p2] = Σ_s Σ_q (ET[s,q,p,i]·ET[s,q,p2,j])·G[s,i,j] = K_u[(i,p),(j,p2)]``
-    with ``ET[s,q,p,i] = d_s[i,p,q,u]`` (module notes), rows ``r(i,p) = i·P + p``,
-    or ``((t·B + b)·P + p)`` with ``time_major`` (``i = b·T + t``). The
-    innermost loop runs over ``j`` on contiguous rows of ``G`` and ``ET``; the
-    terms are added in the order ``s, q`` for every entry (no reassociation).
+    ``out[v, r(i,p), j·P + p2] = Σ_s Σ_q (ET[v,s,q,p,i]·ET[v,s,q,p2,j])·G[s,i,j] = K_u[(i,p),(j,p2)]``
+    for the group's ``v``-th unit ``u``, with ``ET[v,s,q,p,i] = d_s[i,p,q,u]`` (module notes),
+    rows ``r(i,p) = i·P + p``, or ``((t·B + b)·P + p)`` with ``time_major`` (``i = b·T + t``).
+    The innermost loop runs over ``j`` on contiguous rows of ``G`` and ``ET``; the
+    terms are added in the order ``s, q`` for every entry (no reassociation), so
+    an entry does not depend on the group. The units of a group share each row
+    ``G[s, i]`` while it is in cache: the Grams (``(B·T)²`` floats per site) are
+    read once per group instead of once per unit.
     """
-    S, Q, P, n = ET.shape
+    U, S, Q, P, n = ET.shape
     B = n // T
     for i in range(n):
         b = i // T
         t = i - b * T
         for p in range(P):
             r = (t * B + b) * P + p if time_major else i * P + p
-            row = out[r]
-            for x in range(row.size):
-                row[x] = 0.0
-            for s in range(S):
-                g = G[s, i]
-                for q in range(Q):
-                    c = ET[s, q, p, i]
-                    if c == 0.0:          # a padded or inactive gate adds exact zeros
-                        continue
-                    if P == 1:            # contiguous row: the loop vectorizes
-                        e = ET[s, q, 0]
-                        for j in range(n):
-                            row[j] += (c * e[j]) * g[j]
-                        continue
-                    for p2 in range(P):
-                        e = ET[s, q, p2]
-                        for j in range(n):
-                            row[j * P + p2] += (c * e[j]) * g[j]
+            for v in range(U):
+                row = out[v, r]
+                for x in range(row.size):
+                    row[x] = 0.0
+                for s in range(S):
+                    g = G[s, i]
+                    for q in range(Q):
+                        c = ET[v, s, q, p, i]
+                        if c == 0.0:          # a padded or inactive gate adds exact zeros
+                            continue
+                        if P == 1:            # contiguous row: the loop vectorizes
+                            e = ET[v, s, q, 0]
+                            for j in range(n):
+                                row[j] += (c * e[j]) * g[j]
+                            continue
+                        for p2 in range(P):
+                            e = ET[v, s, q, p2]
+                            for j in range(n):
+                                row[j * P + p2] += (c * e[j]) * g[j]
 
 
 @njit
@@ -505,9 +512,9 @@ class KBlocks:
         return self._dstack
 
     @staticmethod
-    def _unit_ET(D, u):
-        """``ET[s, q, p, i] = d_s[i, p, q, u]`` of one unit, contiguous (the kernel's layout)."""
-        return np.ascontiguousarray(D[:, :, :, :, u].transpose(0, 3, 2, 1))
+    def _unit_ET(D, u0, u1):
+        """``ET[v, s, q, p, i] = d_s[i, p, q, u0 + v]`` of the units ``u0 ≤ u < u1``, contiguous (the kernel's layout)."""
+        return np.ascontiguousarray(D[:, :, :, :, u0:u1].transpose(4, 0, 3, 2, 1))
 
     def with_memory_limit(self, memory_limit):
         """The same blocks (shared arrays and caches so far) under another memory limit."""
@@ -545,9 +552,9 @@ class KBlocks:
         """
         u = self._check_unit(u)
         self._check_grams("KBlocks.trajectory_block", 8 * self.rows ** 2 + self._stacked_d_bytes())
-        out = np.empty((self.rows, self.rows))
-        _unit_trajectory_rows(self.grams(), self._unit_ET(self._stacked_d(), u), self.shape[1], False, out)
-        return out
+        out = np.empty((1, self.rows, self.rows))
+        _unit_trajectory_rows(self.grams(), self._unit_ET(self._stacked_d(), u, u + 1), self.shape[1], False, out)
+        return out[0]
 
     def block(self, u):
         """Block ``u`` in :attr:`form`: ``M_u = F_uᵀF_u`` (fan-in) or ``K_u`` (trajectory)."""
@@ -933,9 +940,11 @@ class KBlocks:
             D_hidden[(p,u),(q,u)] = Σ_{b,t,x} K_u[(b,t,p),x] K_u[(b,t,q),x]   (zero across units).
 
         Each unit's ``K_u`` is written by the kernel with its rows in
-        ``(t, b, p)`` order, so ``D_time`` is one symmetric rank-k update of
+        ``(t, b, p)`` order (up to four units per call, sharing each Gram row
+        while it is in cache), so ``D_time`` is one symmetric rank-k update of
         the ``T × (B·P·n·P)`` matrix, ``D_batch`` a sum of ``T`` of them of
-        ``B × P·n·P``. Cost per unit: ``n²·P²·Σ_s G_s`` for ``K_u`` and
+        ``B × P·n·P``; for ``P = 1`` the unit's ``D_hidden`` entry ``‖K_u‖_F²``
+        is the trace of either (no third pass over ``K_u``). Cost per unit: ``n²·P²·Σ_s G_s`` for ``K_u`` and
         ``n²·P²·(T + 2B)`` for the products (GRU at H=256, B=20, T=90:
         ``≈ 0.45·10⁹``), against ``3·n·P·f²`` (``≈ 3.4·10⁹``) for the fan-in
         route below.
@@ -962,35 +971,47 @@ class KBlocks:
             route = "fan_in"
         if route == "fan_in":
             return self._axis_grams_fan_in(axes, D)
-        self._check_grams("KBlocks.axis_grams", self._stacked_d_bytes() + 8 * workers * (m * m + T * B * B))
+        fixed = self._stacked_d_bytes() + 8 * workers * T * B * B
+        self._check_grams("KBlocks.axis_grams", fixed + 8 * workers * m * m)
+        room = (self.memory_limit - self._gram_bytes() - fixed) // (8 * workers * m * m)
+        group = int(max(1, min(_TRAJECTORY_GROUP, room, H)))     # units whose K_u are written together
         grams, dstack = self.grams(), self._stacked_d()
         buffers = queue.SimpleQueue()
         for _ in range(workers):
-            buffers.put(np.empty((m, m)))
+            buffers.put(np.empty((group, m, m)))
 
-        def one(u):
+        def parts_of(Ku):
+            """One unit's ``{axis: part}`` from its ``K_u`` with rows (t, b, p)."""
+            out = {}
+            if 0 in axes:
+                X = Ku.reshape(T, B, P * m)
+                out[0] = np.matmul(X, X.transpose(0, 2, 1)).sum(axis=0)
+            if 1 in axes:
+                X = Ku.reshape(T, B * P * m)
+                out[1] = X @ X.T                                   # syrk
+            if 2 in axes:
+                if P == 1 and (0 in axes or 1 in axes):
+                    # ‖K_u‖_F² is the trace of either part above (Σ over their diagonal of row norms²)
+                    out[2] = np.array([[np.trace(out[1] if 1 in axes else out[0])]])
+                elif P == 1:
+                    flat = Ku.reshape(-1)
+                    out[2] = np.array([[flat @ flat]])
+                else:
+                    X = Ku.reshape(T * B, P, m)
+                    out[2] = np.einsum("ipx,iqx->pq", X, X)
+            return out
+
+        def one(u0):
+            u1 = min(H, u0 + group)
             buf = buffers.get()
             try:
-                _unit_trajectory_rows(grams, self._unit_ET(dstack, u), T, True, buf)   # rows (t, b, p)
-                out = {}
-                if 0 in axes:
-                    X = buf.reshape(T, B, P * m)
-                    out[0] = np.matmul(X, X.transpose(0, 2, 1)).sum(axis=0)
-                if 1 in axes:
-                    X = buf.reshape(T, B * P * m)
-                    out[1] = X @ X.T                                   # syrk
-                if 2 in axes:
-                    if P == 1:
-                        flat = buf.reshape(-1)
-                        out[2] = np.array([[flat @ flat]])
-                    else:
-                        X = buf.reshape(T * B, P, m)
-                        out[2] = np.einsum("ipx,iqx->pq", X, X)
-                return out
+                _unit_trajectory_rows(grams, self._unit_ET(dstack, u0, u1), T, True, buf)   # rows (t, b, p)
+                return [parts_of(buf[v]) for v in range(u1 - u0)]
             finally:
                 buffers.put(buf)
 
-        return self._sum_unit_parts(D, self._map_units(one))
+        groups = self._map_list(one, range(0, H, group))
+        return self._sum_unit_parts(D, [part for g in groups for part in g])
 
     def _fan_in_is_faster(self):
         """Whether :meth:`axis_grams` is expected to run faster by the fan-in route (both are exact).
