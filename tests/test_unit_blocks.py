@@ -566,20 +566,22 @@ def test_effective_dimensions_of_K_by_the_gram_and_the_fan_in_routes(name):
 
 
 @pytest.mark.parametrize("name", ["gru", "lstm"])
-def test_axis_grams_of_any_subset_of_axes_by_the_gram_route(name):
-    """The Gram route writes the K_u of up to four units per kernel call (H = 5: a group of 4 and one of 1) and,
-    for P = 1, takes ‖K_u‖_F² (D_hidden) as the trace of the batch or time part it already has; each subset of
-    axes, alone or with others, agrees with dense K² (tolerance RTOL, module docstring)."""
+def test_axis_grams_of_any_subset_of_axes_by_both_routes(name):
+    """The Gram route writes the K_u of up to four units per kernel call (H = 5: a group of 4 and one of 1); both
+    routes, for P = 1, take the unit's D_hidden entry as the trace of the batch or time part they already have;
+    each subset of axes, alone or with others, agrees with dense K² (tolerance RTOL, module docstring)."""
     lin = _problem(name, B=3, T=10, H=5)
     K = kpref.todense(lin.K)
     K2 = (K @ K).reshape(lin.shape * 2)
     dense = {0: np.einsum("btscts->bc", K2), 1: np.einsum("btsbrs->tr", K2), 2: np.einsum("btsbtq->sq", K2)}
     kb = lin.K_blocks()
-    for axes in ((0,), (1,), (2,), (0, 2), (1, 2), (0, 1, 2)):
-        got = kb.axis_grams(axes, route="gram")
-        assert sorted(got) == list(axes)
-        for a in axes:
-            assert _rel(got[a], dense[a]) <= RTOL, (axes, a)
+    assert kb.form == "fan_in"
+    for route in ("gram", "fan_in"):
+        for axes in ((0,), (1,), (2,), (0, 2), (1, 2), (0, 1, 2)):
+            got = kb.axis_grams(axes, route=route)
+            assert sorted(got) == list(axes)
+            for a in axes:
+                assert _rel(got[a], dense[a]) <= RTOL, (route, axes, a)
 
 
 def test_trajectory_blocks_are_exactly_symmetric():

@@ -1036,7 +1036,8 @@ class KBlocks:
         With ``L = F_u`` and ``R = F_u M_u`` in rows ``(b, t, p)``:
         ``D_batch = L_b R_bᵀ`` (one product, rows ``b``, columns ``(t, p, x)``),
         ``D_time = Σ_b L[b] R[b]ᵀ`` (rows ``t``, columns ``(p, x)``),
-        ``D_hidden[(p,u),(q,u)] = Σ_{b,t,x} L[b,t,p,x] R[b,t,q,x]``.
+        ``D_hidden[(p,u),(q,u)] = Σ_{b,t,x} L[b,t,p,x] R[b,t,q,x]`` (for ``P = 1``
+        the trace of either part above).
         """
         B, T, S = self.shape
         H, P = self.units, self.parts
@@ -1053,9 +1054,12 @@ class KBlocks:
             if 1 in axes:
                 out[1] = np.matmul(L.reshape(B, T, P * f), R.reshape(B, T, P * f).transpose(0, 2, 1)).sum(axis=0)
             if 2 in axes:
-                L3, R3 = L.reshape(B * T, P, f), R.reshape(B * T, P, f)
-                out[2] = np.array([[float(L3[:, p].reshape(-1) @ R3[:, q].reshape(-1)) for q in range(P)]
-                                   for p in range(P)])
+                if P == 1 and (0 in axes or 1 in axes):
+                    # Σ_{b,t,x} L R = tr(L_b R_bᵀ) = tr(Σ_b L[b] R[b]ᵀ): the trace of either part above
+                    out[2] = np.array([[np.trace(out[1] if 1 in axes else out[0])]])
+                else:
+                    L3, R3 = L.reshape(B * T, P, f), R.reshape(B * T, P, f)
+                    out[2] = np.einsum("ipx,iqx->pq", L3, R3)
             return out
 
         return self._sum_unit_parts(D, self._map_units(one))
