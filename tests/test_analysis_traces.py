@@ -177,8 +177,8 @@ def test_rademacher_keeps_its_stream():
 
 @pytest.mark.parametrize("gram", [False, True])
 def test_hutch_plus_plus_on_a_tall_space_matches_the_textbook_algorithm(gram):
-    """dim = 5·512 + 37 rows: the sketch basis comes from a blocked tall-skinny QR (with a remainder block) and the
-    sketch and probe products share one call; the estimate is the textbook one (one LAPACK QR, separate products).
+    """dim = 5·512 + 37 rows: the sketch basis comes from a blocked tall-skinny QR (with a remainder block); the
+    estimate is the textbook one (one LAPACK QR of the sketch).
 
     Tolerance: both Q are backward-stable QRs of the same sketch Y (cond(Y) ≤ cond(M) = 3 here), so their
     projectors differ by O(dim·ε·cond) ≈ 1e-12; the estimate is a sum of dim-sized quadratic forms in

@@ -244,18 +244,17 @@ def hutch_plus_plus(target, n_probes, rng, *, return_basis=False):
     g = n_probes - 2 * s
     S = _rademacher(rng, target.dim, s)
     Q = _orthonormal_basis(target.apply(S))
-    G = _rademacher(rng, target.dim, g)
-    G -= Q @ (Q.T @ G)                                  # G_perp = (I − QQᵀ) G
-    # one product for the sketch basis and the probes together: [Q, G_perp] (fewer operator sweeps)
-    both = np.concatenate((Q, G), axis=1)
-    k = Q.shape[1]
     if target.is_gram:
-        C = target.factor(both)
-        terms = np.einsum("ij,ij->j", C, C)            # ‖C q_j‖², ‖C g_i‖²
+        CQ = target.factor(Q)
+        sketch_trace = float(np.sum(CQ * CQ))
     else:
-        terms = np.einsum("ij,ij->j", both, target.apply(both))
-    sketch_trace = float(terms[:k].sum())               # tr(QᵀMQ)
-    samples = terms[k:]
+        sketch_trace = float(np.einsum("ij,ij->", Q, target.apply(Q)))
+    G = _rademacher(rng, target.dim, g)
+    G -= Q @ (Q.T @ G)                                  # G_perp = (I − QQᵀ) G, in place
+    if target.is_gram:
+        samples = np.einsum("ij,ij->j", *(2 * (target.factor(G),)))
+    else:
+        samples = np.einsum("ij,ij->j", G, target.apply(G))
     mean, err = _mean_and_error(samples)
     est = TraceEstimate(sketch_trace + mean, err, sketch_trace + samples, n_probes)
     return (est, Q) if return_basis else est
