@@ -584,6 +584,34 @@ def test_axis_grams_of_any_subset_of_axes_by_both_routes(name):
                 assert _rel(got[a], dense[a]) <= RTOL, (route, axes, a)
 
 
+def test_trajectory_kernel_with_inactive_gates():
+    """Rows where some of a site's gates have d = 0 (GRU, 3 gates: two, one or none active) take the kernel's
+    fused passes (two or three active gates in one pass over the row) or its per-gate loop; every K_u and the
+    Gram route's D_a agree with K built by KBlocks.matmat (einsum over the same sites, no kernel) to RTOL
+    (module docstring). A gate's term dropped or taken twice changes K_u at O(1)."""
+    lin = _problem("gru", B=3, T=10, H=5)
+    kb = lin.K_blocks()
+    sites = []
+    for site in kb.sites:
+        d = site.d.copy()
+        d[0::4, :, 1] = 0.0            # gates 0 and 2 active
+        d[1::4, :, 0] = 0.0            # gates 1 and 2 active
+        d[2::4, :, :2] = 0.0           # gate 2 only
+        d[3::8] = 0.0                  # no gate
+        sites.append(UnitSite(site.params, site.activity, d))
+    wrong = KBlocks(kb.shape, kb.units, sites)
+    K = wrong.matmat(np.eye(wrong.size))
+    B, T, S = wrong.shape
+    K4 = K.reshape(B * T, S, B * T, S)
+    for u in range(wrong.units):
+        assert _rel(wrong.trajectory_block(u), K4[:, u, :, u]) <= RTOL, u
+    K2 = (K @ K).reshape(wrong.shape * 2)
+    dense = {0: np.einsum("btscts->bc", K2), 1: np.einsum("btsbrs->tr", K2), 2: np.einsum("btsbtq->sq", K2)}
+    got = wrong.axis_grams((0, 1, 2), route="gram")
+    for a in (0, 1, 2):
+        assert _rel(got[a], dense[a]) <= RTOL, a
+
+
 def test_trajectory_blocks_are_exactly_symmetric():
     """K_u's entry (j, i) is computed by the same floating-point operations as (i, j)."""
     for name in ("gru", "lstm", "elman_tanh"):

@@ -161,6 +161,7 @@ def _unit_trajectory_rows(G, ET, T, time_major, out):
     """
     U, S, Q, P, n = ET.shape
     B = n // T
+    active = np.empty(Q, dtype=np.int64)
     for i in range(n):
         b = i // T
         t = i - b * T
@@ -172,10 +173,30 @@ def _unit_trajectory_rows(G, ET, T, time_major, out):
                     row[x] = 0.0
                 for s in range(S):
                     g = G[s, i]
+                    na = 0
                     for q in range(Q):
+                        if ET[v, s, q, p, i] != 0.0:     # a padded or inactive gate adds exact zeros
+                            active[na] = q
+                            na += 1
+                    if P == 1 and 2 <= na <= 3:
+                        # contiguous row, the gates' terms added in order q in one pass over it
+                        # (the same operations as one pass per gate, with fewer loads and stores of the row)
+                        q0, q1 = active[0], active[1]
+                        c0, c1 = ET[v, s, q0, 0, i], ET[v, s, q1, 0, i]
+                        e0, e1 = ET[v, s, q0, 0], ET[v, s, q1, 0]
+                        if na == 2:
+                            for j in range(n):
+                                row[j] = (row[j] + (c0 * e0[j]) * g[j]) + (c1 * e1[j]) * g[j]
+                        else:
+                            q2 = active[2]
+                            c2, e2 = ET[v, s, q2, 0, i], ET[v, s, q2, 0]
+                            for j in range(n):
+                                row[j] = ((row[j] + (c0 * e0[j]) * g[j]) + (c1 * e1[j]) * g[j]) \
+                                    + (c2 * e2[j]) * g[j]
+                        continue
+                    for k in range(na):
+                        q = active[k]
                         c = ET[v, s, q, p, i]
-                        if c == 0.0:          # a padded or inactive gate adds exact zeros
-                            continue
                         if P == 1:            # contiguous row: the loop vectorizes
                             e = ET[v, s, q, 0]
                             for j in range(n):
