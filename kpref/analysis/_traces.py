@@ -21,8 +21,8 @@ Girard–Hutchinson (``'hutchinson'``), ``n_probes`` test vectors::
 ``ω_iᵀ M ω_i`` over ``√s``.
 
 Hutch++ (Meyer, Musco, Musco & Woodruff 2021, Algorithm 1): ``s = ⌊n_probes/3⌋``
-sketch vectors ``S``, ``Q = orth(M S)``, ``g = n_probes − 2s`` Hutchinson
-vectors ``G`` on the complement::
+sketch vectors ``S``, ``Q = orth(M S)`` (a blocked tall-skinny QR, backward stable as
+Householder's), ``g = n_probes − 2s`` Hutchinson vectors ``G`` on the complement::
 
     t = tr(QᵀMQ) + (1/g) Σ_i ω_iᵀ (I−QQᵀ) M (I−QQᵀ) ω_i,
 
