@@ -510,6 +510,24 @@ def test_fan_in_blocks_by_products_and_block_by_block_agree_with_dense():
         KBlocks(kb.shape, kb.units, kb.sites, memory_limit=20 * 1024).power_sums()
 
 
+@pytest.mark.parametrize("name", STRUCTURED)
+def test_fan_in_blocks_by_khatri_rao_products_for_every_cell(name):
+    """Every structured cell in fan-in form (B=4, T=20, H=3: n·P ≥ 80 > f): the blocks M_u assembled from the
+    packed Khatri–Rao products (a kernel copying each gate pair's packed triangle or rectangle into M_u) give
+    dense K's Σλ², Σλ⁴ and spectrum. Tolerance RTOL (module docstring); one misplaced entry changes M_u at O(1)."""
+    lin = _problem(name, B=4, T=20, H=3)
+    lam = np.linalg.eigvalsh(kpref.todense(lin.K))
+    kb = lin.K_blocks()
+    assert kb.form == "fan_in", name
+    s2, s4 = kb.power_sums()
+    assert abs(s2 - np.sum(lam**2)) <= RTOL * s2 and abs(s4 - np.sum(lam**4)) <= RTOL * s4
+    got = kb.eigenvalues()[:kb.units * kb.block_size]
+    assert np.abs(got - lam[::-1][:got.size]).max() <= RTOL * lam.max()
+    for u in range(kb.units):       # and each block is the unit's F_uᵀF_u (the block-by-block route)
+        M = kb.block(u)
+        assert np.abs(np.linalg.eigvalsh(M) - kb.block_eigenvalues()[u]).max() <= RTOL * lam.max(), u
+
+
 @pytest.mark.parametrize("name", ["gru", "lstm"])
 def test_effective_dimensions_of_K_by_the_gram_and_the_fan_in_routes(name):
     """D_a = tr_others(K²) from K_u (Gram route, rows written time-major) and from F_u M_u F_uᵀ (no Gram) agree with dense.
@@ -545,6 +563,53 @@ def test_effective_dimensions_of_K_by_the_gram_and_the_fan_in_routes(name):
     assert traj.form == "trajectory"
     with pytest.raises(ValueError, match="route: 'fan_in' needs the fan-in form"):
         traj.axis_grams((0,), route="fan_in")
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+def test_axis_grams_of_any_subset_of_axes_by_both_routes(name):
+    """The Gram route writes the K_u of up to four units per kernel call (H = 5: a group of 4 and one of 1); both
+    routes, for P = 1, take the unit's D_hidden entry as the trace of the batch or time part they already have;
+    each subset of axes, alone or with others, agrees with dense K² (tolerance RTOL, module docstring)."""
+    lin = _problem(name, B=3, T=10, H=5)
+    K = kpref.todense(lin.K)
+    K2 = (K @ K).reshape(lin.shape * 2)
+    dense = {0: np.einsum("btscts->bc", K2), 1: np.einsum("btsbrs->tr", K2), 2: np.einsum("btsbtq->sq", K2)}
+    kb = lin.K_blocks()
+    assert kb.form == "fan_in"
+    for route in ("gram", "fan_in"):
+        for axes in ((0,), (1,), (2,), (0, 2), (1, 2), (0, 1, 2)):
+            got = kb.axis_grams(axes, route=route)
+            assert sorted(got) == list(axes)
+            for a in axes:
+                assert _rel(got[a], dense[a]) <= RTOL, (route, axes, a)
+
+
+def test_trajectory_kernel_with_inactive_gates():
+    """Rows where some of a site's gates have d = 0 (GRU, 3 gates: two, one or none active) take the kernel's
+    fused passes (two or three active gates in one pass over the row) or its per-gate loop; every K_u and the
+    Gram route's D_a agree with K built by KBlocks.matmat (einsum over the same sites, no kernel) to RTOL
+    (module docstring). A gate's term dropped or taken twice changes K_u at O(1)."""
+    lin = _problem("gru", B=3, T=10, H=5)
+    kb = lin.K_blocks()
+    sites = []
+    for site in kb.sites:
+        d = site.d.copy()
+        d[0::4, :, 1] = 0.0            # gates 0 and 2 active
+        d[1::4, :, 0] = 0.0            # gates 1 and 2 active
+        d[2::4, :, :2] = 0.0           # gate 2 only
+        d[3::8] = 0.0                  # no gate
+        sites.append(UnitSite(site.params, site.activity, d))
+    wrong = KBlocks(kb.shape, kb.units, sites)
+    K = wrong.matmat(np.eye(wrong.size))
+    B, T, S = wrong.shape
+    K4 = K.reshape(B * T, S, B * T, S)
+    for u in range(wrong.units):
+        assert _rel(wrong.trajectory_block(u), K4[:, u, :, u]) <= RTOL, u
+    K2 = (K @ K).reshape(wrong.shape * 2)
+    dense = {0: np.einsum("btscts->bc", K2), 1: np.einsum("btsbrs->tr", K2), 2: np.einsum("btsbtq->sq", K2)}
+    got = wrong.axis_grams((0, 1, 2), route="gram")
+    for a in (0, 1, 2):
+        assert _rel(got[a], dense[a]) <= RTOL, a
 
 
 def test_trajectory_blocks_are_exactly_symmetric():

@@ -342,14 +342,30 @@ def _axis_dims_hutchinson(chk, shape, axes, n_probes, rng, dim_reduction="partia
     s = n_probes
     check_size_memory(f"n_probes={n_probes}", 3 * 8 * max(chk.shape) * s, what="the probe blocks")
     Y = chk.matmat(rademacher(rng, chk.shape[1], s))
-    Y = Y.reshape(shape + (s,))
+    # one copy with the probes first, (s, *shape); each axis is then a view (lead, n_a, trail) per probe
+    Yt = np.ascontiguousarray(np.moveaxis(Y.reshape(shape + (s,)), len(shape), 0))
+    del Y
+    trace_k = np.einsum("ki,ki->k", *(2 * (Yt.reshape(s, -1),)))     # tr D_k = ‖Aω_k‖², the same for every axis
     out = {}
     for a in axes:
-        Ya = np.ascontiguousarray(np.moveaxis(Y, (len(shape), a), (0, 1))).reshape(s, shape[a], -1)
+        lead, n_a, trail = prod(shape[:a]), shape[a], prod(shape[a + 1:])
+        V = Yt.reshape(s, lead, n_a, trail)
         if dim_reduction == "marginal":
-            Ya = Ya.sum(axis=2, keepdims=True)      # y_k[i] = Σ_c (Aω_k)[(i, c)]: E y_k y_kᵀ = D_a (marginal)
-        a_k = np.einsum("kic,kic->k", Ya, Ya)       # tr D_k
-        Dk = np.matmul(Ya, Ya.transpose(0, 2, 1)).reshape(s, -1)     # D_k = Y_k Y_kᵀ, (s, n_a²)
+            y = V.sum(axis=(1, 3))                  # y_k[i] = Σ_c (Aω_k)[(i, c)]: E y_k y_kᵀ = D_a (marginal)
+            a_k = np.einsum("ki,ki->k", y, y)       # tr D_k
+            Dk = y[:, :, None] * y[:, None, :]
+        else:
+            a_k = trace_k
+            # D_k[i, j] = Σ_{l, c} V[k, l, i, c] V[k, l, j, c]: BLAS on views, no copy of Y per axis
+            if trail == 1:
+                W = V.reshape(s, lead, n_a)
+                Dk = np.matmul(W.transpose(0, 2, 1), W)
+            elif lead == 1:
+                W = V.reshape(s, n_a, trail)
+                Dk = np.matmul(W, W.transpose(0, 2, 1))
+            else:
+                Dk = np.matmul(V, V.transpose(0, 1, 3, 2)).sum(axis=1)
+        Dk = Dk.reshape(s, -1)                                         # D_k = Y_k Y_kᵀ, (s, n_a²)
         G = Dk @ Dk.T                                                  # G_kl = ⟨D_k, D_l⟩
         off_total = G.sum() - np.trace(G)
         row_off = G.sum(axis=1) - np.diag(G)           # Σ_{l≠j} G_jl

@@ -21,8 +21,8 @@ Girard–Hutchinson (``'hutchinson'``), ``n_probes`` test vectors::
 ``ω_iᵀ M ω_i`` over ``√s``.
 
 Hutch++ (Meyer, Musco, Musco & Woodruff 2021, Algorithm 1): ``s = ⌊n_probes/3⌋``
-sketch vectors ``S``, ``Q = orth(M S)``, ``g = n_probes − 2s`` Hutchinson
-vectors ``G`` on the complement::
+sketch vectors ``S``, ``Q = orth(M S)`` (a blocked tall-skinny QR, backward stable as
+Householder's), ``g = n_probes − 2s`` Hutchinson vectors ``G`` on the complement::
 
     t = tr(QᵀMQ) + (1/g) Σ_i ω_iᵀ (I−QQᵀ) M (I−QQᵀ) ω_i,
 
@@ -68,6 +68,7 @@ import scipy.linalg
 import scipy.linalg.lapack
 
 from .._checks import as_generator, check_choice, check_memory_limit, check_positive_int, check_size_memory
+from .._jit import njit
 from ..operators._input import CheckedOperator, as_operator, column_blocks, identity_block, stream_block_size
 from ._unit_blocks import structure_of
 
@@ -144,8 +145,61 @@ def rademacher(rng, n, k):
 
 
 def _rademacher(rng, n, k):
-    """:func:`rademacher` on checked arguments (the estimators' inner use)."""
-    return rng.integers(0, 2, size=(n, k)).astype(np.float64) * 2.0 - 1.0
+    """:func:`rademacher` on checked arguments (the estimators' inner use).
+
+    The draw is ``rng.integers(0, 2, size=(n, k))`` (int64: the stream of
+    every kpref version so far); ``2·bit − 1`` is exact, written in one pass
+    by a kernel instead of three array passes (the same ±1 values, bitwise).
+    """
+    bits = rng.integers(0, 2, size=(n, k))
+    out = np.empty((n, k))
+    _signs_into(bits.reshape(-1), out.reshape(-1))
+    return out
+
+
+@njit
+def _signs_into(bits, out):
+    """``out[i] = 2·bits[i] − 1`` (bits in {0, 1}; exact in float64)."""
+    for i in range(bits.size):
+        out[i] = 2.0 * bits[i] - 1.0
+
+
+#: Rows per block of :func:`_orthonormal_basis` (a block of ``k ≤ 100`` columns stays in the L2 cache).
+_TSQR_ROWS = 512
+
+
+def _orthonormal_basis(Y):
+    """``Q`` with orthonormal columns spanning ``range(Y)`` (``Y`` (n, k)): the Q of a Householder QR.
+
+    Tall-skinny QR (TSQR): ``Y``'s rows in blocks ``Y_j = Q_j R_j`` (LAPACK,
+    one batched call), then ``[R_1; …; R_m] = Q' R`` and ``Q = diag(Q_j) Q'``.
+    It is a QR of ``Y`` by orthogonal transformations (backward stable as
+    Householder's, Demmel et al. 2012); its columns may differ from
+    ``numpy.linalg.qr(Y)``'s by signs and, where ``Y`` is ill-conditioned,
+    by rounding amplified by ``cond(Y)`` (two backward-stable QRs of one ``Y``).
+    Hutch++ uses only ``QQᵀ`` and ``tr(QᵀMQ)``, which are invariant to the
+    signs. Faster than one LAPACK QR for ``n ≫ k``: ``dgeqrf`` with ``k``
+    below its block size runs column by column over all ``n`` rows
+    (memory-bound BLAS-2), the blocks here stay in cache.
+    """
+    n, k = Y.shape
+    rows = max(_TSQR_ROWS, 4 * k)
+    m = n // rows
+    if m < 4:
+        return np.linalg.qr(Y)[0]
+    head = Y[:m * rows].reshape(m, rows, k)
+    Q1, R1 = np.linalg.qr(head)                       # (m, rows, k), (m, k, k)
+    stacked = [R1.reshape(m * k, k)]
+    tail = Y[m * rows:]
+    if tail.shape[0]:
+        Qt, Rt = np.linalg.qr(tail)                   # (r, min(r, k)), (min(r, k), k)
+        stacked.append(Rt)
+    Q2 = np.linalg.qr(np.concatenate(stacked))[0]     # (m·k + min(r, k), k)
+    Q = np.empty((n, Q2.shape[1]))
+    np.matmul(Q1, Q2[:m * k].reshape(m, k, -1), out=Q[:m * rows].reshape(m, rows, -1))
+    if tail.shape[0]:
+        np.matmul(Qt, Q2[m * k:], out=Q[m * rows:])
+    return Q
 
 
 def _mean_and_error(samples):
@@ -202,18 +256,18 @@ def hutch_plus_plus(target, n_probes, rng, *, return_basis=False, sketch=None):
                         f"{getattr(sketch, 'dtype', type(sketch).__name__)} of shape {getattr(sketch, 'shape', None)}")
     elif not np.all(np.isfinite(sketch)):
         raise ValueError("sketch: expected finite values, got NaN or inf")
-    Q, _ = np.linalg.qr(sketch)
+    Q = _orthonormal_basis(sketch)
     if target.is_gram:
         CQ = target.factor(Q)
         sketch_trace = float(np.sum(CQ * CQ))
     else:
         sketch_trace = float(np.einsum("ij,ij->", Q, target.apply(Q)))
     G = _rademacher(rng, target.dim, g)
-    G_perp = G - Q @ (Q.T @ G)
+    G -= Q @ (Q.T @ G)                                  # G_perp = (I − QQᵀ) G, in place
     if target.is_gram:
-        samples = np.einsum("ij,ij->j", *(2 * (target.factor(G_perp),)))
+        samples = np.einsum("ij,ij->j", *(2 * (target.factor(G),)))
     else:
-        samples = np.einsum("ij,ij->j", G_perp, target.apply(G_perp))
+        samples = np.einsum("ij,ij->j", G, target.apply(G))
     mean, err = _mean_and_error(samples)
     est = TraceEstimate(sketch_trace + mean, err, sketch_trace + samples, n_probes)
     return (est, Q) if return_basis else est

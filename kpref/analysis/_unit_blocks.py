@@ -84,6 +84,9 @@ __all__ = ["unit_blocks", "KBlocks", "UnitSite", "BlockDiagonalOperator", "struc
 
 #: Bytes of the dense ``D`` of one chunk of steps while the blocks are built.
 _CHUNK_BYTES = 32 * 1024**2
+#: Units whose trajectory blocks :meth:`KBlocks.axis_grams` writes in one kernel call (sharing each Gram row
+#: while it is in cache), memory limit permitting.
+_TRAJECTORY_GROUP = 4
 _AXES = ("batch", "time", "hidden")
 
 
@@ -145,39 +148,109 @@ def _inner_kernel(GA, dA, GB, dB, same):
 
 @njit(nogil=True)
 def _unit_trajectory_rows(G, ET, T, time_major, out):
-    """``K_u`` of one unit into ``out`` (n·P, n·P) from the stacked Grams ``G`` (s, n, n) and ``ET`` (s, Gq, P, n).
+    """``K_u`` of a group of units into ``out`` (g, n·P, n·P) from the stacked Grams ``G`` (s, n, n) and ``ET`` (g, s, Gq, P, n).
 
-    ``out[r(i,p), j·P + p2] = Σ_s Σ_q (ET[s,q,p,i]·ET[s,q,p2,j])·G[s,i,j] = K_u[(i,p),(j,p2)]``
-    with ``ET[s,q,p,i] = d_s[i,p,q,u]`` (module notes), rows ``r(i,p) = i·P + p``,
-    or ``((t·B + b)·P + p)`` with ``time_major`` (``i = b·T + t``). The
-    innermost loop runs over ``j`` on contiguous rows of ``G`` and ``ET``; the
-    terms are added in the order ``s, q`` for every entry (no reassociation).
+    ``out[v, r(i,p), j·P + p2] = Σ_s Σ_q (ET[v,s,q,p,i]·ET[v,s,q,p2,j])·G[s,i,j] = K_u[(i,p),(j,p2)]``
+    for the group's ``v``-th unit ``u``, with ``ET[v,s,q,p,i] = d_s[i,p,q,u]`` (module notes),
+    rows ``r(i,p) = i·P + p``, or ``((t·B + b)·P + p)`` with ``time_major`` (``i = b·T + t``).
+    The innermost loop runs over ``j`` on contiguous rows of ``G`` and ``ET``; the
+    terms are added in the order ``s, q`` for every entry (no reassociation), so
+    an entry does not depend on the group. The units of a group share each row
+    ``G[s, i]`` while it is in cache: the Grams (``(B·T)²`` floats per site) are
+    read once per group instead of once per unit.
     """
-    S, Q, P, n = ET.shape
+    U, S, Q, P, n = ET.shape
     B = n // T
+    active = np.empty(Q, dtype=np.int64)
     for i in range(n):
         b = i // T
         t = i - b * T
         for p in range(P):
             r = (t * B + b) * P + p if time_major else i * P + p
-            row = out[r]
-            for x in range(row.size):
-                row[x] = 0.0
-            for s in range(S):
-                g = G[s, i]
-                for q in range(Q):
-                    c = ET[s, q, p, i]
-                    if c == 0.0:          # a padded or inactive gate adds exact zeros
+            for v in range(U):
+                row = out[v, r]
+                for x in range(row.size):
+                    row[x] = 0.0
+                for s in range(S):
+                    g = G[s, i]
+                    na = 0
+                    for q in range(Q):
+                        if ET[v, s, q, p, i] != 0.0:     # a padded or inactive gate adds exact zeros
+                            active[na] = q
+                            na += 1
+                    if P == 1 and 2 <= na <= 3:
+                        # contiguous row, the gates' terms added in order q in one pass over it
+                        # (the same operations as one pass per gate, with fewer loads and stores of the row)
+                        q0, q1 = active[0], active[1]
+                        c0, c1 = ET[v, s, q0, 0, i], ET[v, s, q1, 0, i]
+                        e0, e1 = ET[v, s, q0, 0], ET[v, s, q1, 0]
+                        if na == 2:
+                            for j in range(n):
+                                row[j] = (row[j] + (c0 * e0[j]) * g[j]) + (c1 * e1[j]) * g[j]
+                        else:
+                            q2 = active[2]
+                            c2, e2 = ET[v, s, q2, 0, i], ET[v, s, q2, 0]
+                            for j in range(n):
+                                row[j] = ((row[j] + (c0 * e0[j]) * g[j]) + (c1 * e1[j]) * g[j]) \
+                                    + (c2 * e2[j]) * g[j]
                         continue
-                    if P == 1:            # contiguous row: the loop vectorizes
-                        e = ET[s, q, 0]
-                        for j in range(n):
-                            row[j] += (c * e[j]) * g[j]
-                        continue
-                    for p2 in range(P):
-                        e = ET[s, q, p2]
-                        for j in range(n):
-                            row[j * P + p2] += (c * e[j]) * g[j]
+                    for k in range(na):
+                        q = active[k]
+                        c = ET[v, s, q, p, i]
+                        if P == 1:            # contiguous row: the loop vectorizes
+                            e = ET[v, s, q, 0]
+                            for j in range(n):
+                                row[j] += (c * e[j]) * g[j]
+                            continue
+                        for p2 in range(P):
+                            e = ET[v, s, q, p2]
+                            for j in range(n):
+                                row[j * P + p2] += (c * e[j]) * g[j]
+
+
+@njit
+def _khatri_rao_rows(A, A2, upper, out):
+    """``out[i, k] = A[i, c_k]·A2[i, c2_k]`` over the pairs ``(c, c2)`` in ``c``-major order: ``c ≤ c2``
+    with ``upper`` (then ``A2`` is ``A``), else all of them (:meth:`KBlocks._kr_products`; one product
+    per entry, rows written contiguously)."""
+    for i in range(A.shape[0]):
+        row = out[i]
+        k = 0
+        for c in range(A.shape[1]):
+            x = A[i, c]
+            for c2 in range(c if upper else 0, A2.shape[1]):
+                row[k] = x * A2[i, c2]
+                k += 1
+
+
+@njit
+def _place_pair_block(packed, upper, a, a2, r0, c0, mirror, M):
+    """Write one gate pair's block of ``M`` from its Khatri–Rao product row ``packed`` (:meth:`KBlocks._kr_group`).
+
+    ``upper`` (a site with itself): ``packed`` holds the ``c ≤ c2`` entries in
+    ``c``-major order of a symmetric ``a × a`` block ``X``; ``M[r0:r0+a, c0:c0+a] = X``
+    and, with ``mirror`` (two different gates), ``M[c0:c0+a, r0:r0+a] = X`` too.
+    Otherwise ``packed`` is the ``a × a2`` block ``X`` in row-major order:
+    ``M[r0:r0+a, c0:c0+a2] = X`` and ``M[c0:c0+a2, r0:r0+a] = Xᵀ``. Copies only.
+    """
+    k = 0
+    if upper:
+        for c in range(a):
+            for c2 in range(c, a):
+                v = packed[k]
+                k += 1
+                M[r0 + c, c0 + c2] = v
+                M[r0 + c2, c0 + c] = v
+                if mirror:
+                    M[c0 + c, r0 + c2] = v
+                    M[c0 + c2, r0 + c] = v
+    else:
+        for c in range(a):
+            for c2 in range(a2):
+                v = packed[k]
+                k += 1
+                M[r0 + c, c0 + c2] = v
+                M[c0 + c2, r0 + c] = v
 
 
 @njit
@@ -460,9 +533,9 @@ class KBlocks:
         return self._dstack
 
     @staticmethod
-    def _unit_ET(D, u):
-        """``ET[s, q, p, i] = d_s[i, p, q, u]`` of one unit, contiguous (the kernel's layout)."""
-        return np.ascontiguousarray(D[:, :, :, :, u].transpose(0, 3, 2, 1))
+    def _unit_ET(D, u0, u1):
+        """``ET[v, s, q, p, i] = d_s[i, p, q, u0 + v]`` of the units ``u0 ≤ u < u1``, contiguous (the kernel's layout)."""
+        return np.ascontiguousarray(D[:, :, :, :, u0:u1].transpose(4, 0, 3, 2, 1))
 
     def with_memory_limit(self, memory_limit):
         """The same blocks (shared arrays and caches so far) under another memory limit."""
@@ -500,9 +573,9 @@ class KBlocks:
         """
         u = self._check_unit(u)
         self._check_grams("KBlocks.trajectory_block", 8 * self.rows ** 2 + self._stacked_d_bytes())
-        out = np.empty((self.rows, self.rows))
-        _unit_trajectory_rows(self.grams(), self._unit_ET(self._stacked_d(), u), self.shape[1], False, out)
-        return out
+        out = np.empty((1, self.rows, self.rows))
+        _unit_trajectory_rows(self.grams(), self._unit_ET(self._stacked_d(), u, u + 1), self.shape[1], False, out)
+        return out[0]
 
     def block(self, u):
         """Block ``u`` in :attr:`form`: ``M_u = F_uᵀF_u`` (fan-in) or ``K_u`` (trajectory)."""
@@ -524,39 +597,30 @@ class KBlocks:
             for s2 in range(s, len(self.sites)):
                 a, a2 = site.activity.shape[1], self.sites[s2].activity.shape[1]
                 G, G2 = site.d.shape[2], self.sites[s2].d.shape[2]
-                if s == s2:       # (c, c2) with c ≤ c2: the blocks are symmetric in the activity pair
+                upper = s == s2   # (c, c2) with c ≤ c2 only: the blocks are symmetric in the activity pair
+                if upper:
                     gates = [(q, q2) for q in range(G) for q2 in range(q, G)]
-                    c, c2 = np.triu_indices(a)
-                    unpack = np.empty((a, a), dtype=np.intp)
-                    unpack[c, c2] = np.arange(c.size)
-                    unpack[c2, c] = np.arange(c.size)
+                    width = a * (a + 1) // 2
                 else:
                     gates = [(q, q2) for q in range(G) for q2 in range(G2)]
-                    c, c2 = np.divmod(np.arange(a * a2), a2)
-                    unpack = None
-                plan.append((s, s2, gates, c, c2, unpack, offsets[s], offsets[s2], a, a2))
+                    width = a * a2
+                plan.append((s, s2, gates, width, upper, offsets[s], offsets[s2], a, a2))
         return plan
 
     def _kr_bytes(self, plan):
         """``(Z bytes, bytes per unit of the products)`` of :meth:`_map_blocks`."""
         n = self.shape[0] * self.shape[1]
-        z = sum(8 * n * p[3].size for p in plan)
-        per_unit = sum(8 * (len(p[2]) * p[3].size + len(p[2]) * n) for p in plan)
+        z = sum(8 * n * p[3] for p in plan)
+        per_unit = sum(8 * (len(p[2]) * p[3] + len(p[2]) * n) for p in plan)
         return z, per_unit
 
     def _kr_products(self, plan):
         """``Z[i, k] = a_s[i, c_k] · a_s2[i, c2_k]`` of every site pair (built in column chunks, no temporaries of its size)."""
         n = self.shape[0] * self.shape[1]
         out = []
-        for s, s2, _, c, c2, unpack, *_ in plan:
-            A, A2 = self.sites[s].activity, self.sites[s2].activity
-            Z = np.empty((n, c.size))
-            k = 0
-            for ci in range(A.shape[1]):          # the columns of c = ci are a contiguous run of c2 values
-                first = ci if unpack is not None else 0
-                width = A2.shape[1] - first
-                np.multiply(A[:, ci, None], A2[:, first:], out=Z[:, k:k + width])
-                k += width
+        for s, s2, _, width, upper, *_ in plan:
+            Z = np.empty((n, width))
+            _khatri_rao_rows(self.sites[s].activity, self.sites[s2].activity, upper, Z)
             out.append(Z)
         return out
 
@@ -613,18 +677,9 @@ class KBlocks:
         out = []
         M = np.empty((self.fan_in, self.fan_in))
         for j in range(g):
-            for (s, s2, gates, c, c2, unpack, o, o2, a, a2), RT in zip(plan, products):
+            for (s, s2, gates, _, upper, o, o2, a, a2), RT in zip(plan, products):
                 for k, (q, q2) in enumerate(gates):
-                    r0, c0 = o + q * a, o2 + q2 * a2
-                    if unpack is not None:
-                        blk = RT[k, j][unpack]
-                        M[r0:r0 + a, c0:c0 + a] = blk
-                        if q != q2:
-                            M[c0:c0 + a, r0:r0 + a] = blk
-                    else:
-                        blk = RT[k, j].reshape(a, a2)
-                        M[r0:r0 + a, c0:c0 + a2] = blk
-                        M[c0:c0 + a2, r0:r0 + a] = blk.T
+                    _place_pair_block(RT[k, j], upper, a, a2, o + q * a, o2 + q2 * a2, q != q2, M)
             out.append(fn(M))
         return out
 
@@ -906,9 +961,11 @@ class KBlocks:
             D_hidden[(p,u),(q,u)] = Σ_{b,t,x} K_u[(b,t,p),x] K_u[(b,t,q),x]   (zero across units).
 
         Each unit's ``K_u`` is written by the kernel with its rows in
-        ``(t, b, p)`` order, so ``D_time`` is one symmetric rank-k update of
+        ``(t, b, p)`` order (up to four units per call, sharing each Gram row
+        while it is in cache), so ``D_time`` is one symmetric rank-k update of
         the ``T × (B·P·n·P)`` matrix, ``D_batch`` a sum of ``T`` of them of
-        ``B × P·n·P``. Cost per unit: ``n²·P²·Σ_s G_s`` for ``K_u`` and
+        ``B × P·n·P``; for ``P = 1`` the unit's ``D_hidden`` entry ``‖K_u‖_F²``
+        is the trace of either (no third pass over ``K_u``). Cost per unit: ``n²·P²·Σ_s G_s`` for ``K_u`` and
         ``n²·P²·(T + 2B)`` for the products (GRU at H=256, B=20, T=90:
         ``≈ 0.45·10⁹``), against ``3·n·P·f²`` (``≈ 3.4·10⁹``) for the fan-in
         route below.
@@ -935,35 +992,47 @@ class KBlocks:
             route = "fan_in"
         if route == "fan_in":
             return self._axis_grams_fan_in(axes, D)
-        self._check_grams("KBlocks.axis_grams", self._stacked_d_bytes() + 8 * workers * (m * m + T * B * B))
+        fixed = self._stacked_d_bytes() + 8 * workers * T * B * B
+        self._check_grams("KBlocks.axis_grams", fixed + 8 * workers * m * m)
+        room = (self.memory_limit - self._gram_bytes() - fixed) // (8 * workers * m * m)
+        group = int(max(1, min(_TRAJECTORY_GROUP, room, H)))     # units whose K_u are written together
         grams, dstack = self.grams(), self._stacked_d()
         buffers = queue.SimpleQueue()
         for _ in range(workers):
-            buffers.put(np.empty((m, m)))
+            buffers.put(np.empty((group, m, m)))
 
-        def one(u):
+        def parts_of(Ku):
+            """One unit's ``{axis: part}`` from its ``K_u`` with rows (t, b, p)."""
+            out = {}
+            if 0 in axes:
+                X = Ku.reshape(T, B, P * m)
+                out[0] = np.matmul(X, X.transpose(0, 2, 1)).sum(axis=0)
+            if 1 in axes:
+                X = Ku.reshape(T, B * P * m)
+                out[1] = X @ X.T                                   # syrk
+            if 2 in axes:
+                if P == 1 and (0 in axes or 1 in axes):
+                    # ‖K_u‖_F² is the trace of either part above (Σ over their diagonal of row norms²)
+                    out[2] = np.array([[np.trace(out[1] if 1 in axes else out[0])]])
+                elif P == 1:
+                    flat = Ku.reshape(-1)
+                    out[2] = np.array([[flat @ flat]])
+                else:
+                    X = Ku.reshape(T * B, P, m)
+                    out[2] = np.einsum("ipx,iqx->pq", X, X)
+            return out
+
+        def one(u0):
+            u1 = min(H, u0 + group)
             buf = buffers.get()
             try:
-                _unit_trajectory_rows(grams, self._unit_ET(dstack, u), T, True, buf)   # rows (t, b, p)
-                out = {}
-                if 0 in axes:
-                    X = buf.reshape(T, B, P * m)
-                    out[0] = np.matmul(X, X.transpose(0, 2, 1)).sum(axis=0)
-                if 1 in axes:
-                    X = buf.reshape(T, B * P * m)
-                    out[1] = X @ X.T                                   # syrk
-                if 2 in axes:
-                    if P == 1:
-                        flat = buf.reshape(-1)
-                        out[2] = np.array([[flat @ flat]])
-                    else:
-                        X = buf.reshape(T * B, P, m)
-                        out[2] = np.einsum("ipx,iqx->pq", X, X)
-                return out
+                _unit_trajectory_rows(grams, self._unit_ET(dstack, u0, u1), T, True, buf)   # rows (t, b, p)
+                return [parts_of(buf[v]) for v in range(u1 - u0)]
             finally:
                 buffers.put(buf)
 
-        return self._sum_unit_parts(D, self._map_units(one))
+        groups = self._map_list(one, range(0, H, group))
+        return self._sum_unit_parts(D, [part for g in groups for part in g])
 
     def _fan_in_is_faster(self):
         """Whether :meth:`axis_grams` is expected to run faster by the fan-in route (both are exact).
@@ -988,7 +1057,8 @@ class KBlocks:
         With ``L = F_u`` and ``R = F_u M_u`` in rows ``(b, t, p)``:
         ``D_batch = L_b R_bᵀ`` (one product, rows ``b``, columns ``(t, p, x)``),
         ``D_time = Σ_b L[b] R[b]ᵀ`` (rows ``t``, columns ``(p, x)``),
-        ``D_hidden[(p,u),(q,u)] = Σ_{b,t,x} L[b,t,p,x] R[b,t,q,x]``.
+        ``D_hidden[(p,u),(q,u)] = Σ_{b,t,x} L[b,t,p,x] R[b,t,q,x]`` (for ``P = 1``
+        the trace of either part above).
         """
         B, T, S = self.shape
         H, P = self.units, self.parts
@@ -1005,9 +1075,12 @@ class KBlocks:
             if 1 in axes:
                 out[1] = np.matmul(L.reshape(B, T, P * f), R.reshape(B, T, P * f).transpose(0, 2, 1)).sum(axis=0)
             if 2 in axes:
-                L3, R3 = L.reshape(B * T, P, f), R.reshape(B * T, P, f)
-                out[2] = np.array([[float(L3[:, p].reshape(-1) @ R3[:, q].reshape(-1)) for q in range(P)]
-                                   for p in range(P)])
+                if P == 1 and (0 in axes or 1 in axes):
+                    # Σ_{b,t,x} L R = tr(L_b R_bᵀ) = tr(Σ_b L[b] R[b]ᵀ): the trace of either part above
+                    out[2] = np.array([[np.trace(out[1] if 1 in axes else out[0])]])
+                else:
+                    L3, R3 = L.reshape(B * T, P, f), R.reshape(B * T, P, f)
+                    out[2] = np.einsum("ipx,iqx->pq", L3, R3)
             return out
 
         return self._sum_unit_parts(D, self._map_units(one))

@@ -36,6 +36,8 @@ new
   * K's exact effective rank, cold: ``analysis.effective_rank(lin.K)`` on a
     fresh linearization (build + power sums, the public call);
   * K's exact effective dimensions over the three axes through the blocks;
+  * P's effective rank by Hutch++ and its effective dimensions by Hutchinson
+    (``--dim-probes`` products: the report's per-checkpoint summaries of P);
   * NTK top-k eigenvalues by block Lanczos with today's defaults
     (``'local+1'``: local + one full reorthogonalization pass, Cholesky QR
     twice, locking of converged Ritz pairs, ``A V`` kept, block size
@@ -173,6 +175,16 @@ def main(argv=None):
         dims, t = timed(lambda: analysis.effective_dimensions(cold, operators=("K",))["K"])
         row("new", "K exact effective dimensions (blocks, 3 axes)", t, 0,
             ", ".join(f"{a} {v:.4f}" for a, v in dims.items()), "dims", "blocks")
+        # ---- the report's randomized summaries of P at each checkpoint (Hutch++ / Hutchinson, --dim-probes)
+        c = CountingOperator(lin.P)
+        (pe, pe_err), t = timed(lambda: analysis.effective_rank(c, "hutch++", args.dim_probes, args.seed,
+                                                                return_error=True))
+        row("new", f"P effective rank (Hutch++ {args.dim_probes}, the report's)", t, c.columns,
+            f"{pe:.4f} ± {pe_err:.4f}", "p_erank")
+        pdims, t = timed(lambda: analysis.effective_dimensions(lin, operators=("P",), method="hutchinson",
+                                                               n_probes=args.dim_probes, rng=args.seed)["P"])
+        row("new", f"P effective dimensions (Hutchinson {args.dim_probes}, 3 axes)", t, args.dim_probes,
+            ", ".join(f"{a} {v:.3f}" for a, v in pdims.items()), "p_dims")
         # ---- old: Hutch++, Hutchinson and block Lanczos on the matrix-free K
         hd, t = timed(lambda: analysis.effective_dimensions(lin_old, operators=("K",), method="hutchinson",
                                                             n_probes=args.dim_probes, rng=args.seed,
