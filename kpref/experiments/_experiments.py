@@ -590,14 +590,16 @@ def _subtask_operator_alignment(lin, rule, R, used, extra, n_probes, rng):
         grams = [np.einsum("bik,bil->kl", PJ[rule == a], PJ[rule == a], optimize=True) for a in range(R)]
         cross = np.array([[float(np.sum(grams[a] * grams[b])) for b in range(R)] for a in range(R)])
     else:
-        # cross[a, b] ≈ ‖Π_a NTK Π_b‖_F² by Hutchinson with probes on the trials of b
+        # cross[a, b] ≈ ‖Π_a NTK Π_b‖_F² by Hutchinson with Gaussian probes on the trials of b (drawn for those
+        # trials only; the others are zero): Σ over the trials of a of ‖(NTK z)_trial‖², averaged over the probes
         cross = np.zeros((R, R))
         for b in range(R):
-            Z = rng.standard_normal((B, T, S, n_probes))
-            Z[rule != b] = 0.0
-            Y = lin.NTK.matmat(Z.reshape(B * T * S, n_probes)).reshape(B, T, S, n_probes)
+            Z = np.zeros((B, T, S, n_probes))
+            Z[rule == b] = rng.standard_normal((int(np.count_nonzero(rule == b)), T, S, n_probes))
+            Y = lin.NTK.matmat(Z.reshape(B * T * S, n_probes)).reshape(B, T * S * n_probes)
+            per_trial = np.einsum("bi,bi->b", Y, Y)
             for a in range(R):
-                cross[a, b] = float(np.sum(Y[rule == a] ** 2)) / n_probes
+                cross[a, b] = float(np.sum(per_trial[rule == a])) / n_probes
         cross = 0.5 * (cross + cross.T)
     return _matrix_of(lambda a, b: float(cross[a, b] / np.sqrt(cross[a, a] * cross[b, b]))
                       if cross[a, a] > 0 and cross[b, b] > 0 else 0.0, R)
