@@ -314,8 +314,14 @@ def test_fused_forward_sweep_equals_the_step_by_step_route_bit_for_bit(name, bia
     x = rng.standard_normal((4, 7, 3))
     h0 = rng.standard_normal((4, cell.state_size))
     z, cache = cell._run_prepared(theta, x, h0)
-    z_ref, cache_ref = kpref.Cell._run_prepared(cell, theta, x, h0)      # the default: _step, then _prepare
+    z_ref, cache_ref = kpref.Cell._run_prepared(cell, theta, x, h0)      # the default: the sweep, then _prepare
+    z_steps = kpref.Cell._sweep(cell, theta, x, h0)                        # the default sweep: _step at a time
     assert np.array_equal(z, z_ref) and np.array_equal(z, kpref.simulate(cell, theta, x, h0))
+    assert np.array_equal(cell._sweep(theta, x, h0), z_steps) and np.array_equal(z, z_steps)
+    if cell.analytic:   # the complex step goes through the same sweep
+        thc = theta + 1e-20j * rng.standard_normal(theta.shape)
+        assert np.array_equal(cell._sweep(thc, x.astype(complex), h0.astype(complex)),
+                              kpref.Cell._sweep(cell, thc, x.astype(complex), h0.astype(complex)))
     assert len(cache) == len(cache_ref) and all(np.array_equal(a, b) for a, b in zip(cache, cache_ref))
     fused = kpref.linearize(cell, theta, x, h0)
     stepwise = kpref.Linearization(cell, theta, x, h0, z)

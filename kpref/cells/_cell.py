@@ -30,9 +30,10 @@ SPEC §1. ``param_vjp`` sums over the rows (every row shares θ).
 
 A subclass implements the private, unchecked hooks ``_step``, ``_prepare``,
 ``_state_jvp``, ``_state_vjp``, ``_param_jvp`` and ``_param_vjp`` (and may
-override ``_state_jacobian``, ``_weight_sites`` and ``_run_prepared``, the
-forward sweep fused with the cache, which must equal ``_step`` then
-``_prepare`` bit for bit); the public methods check
+override ``_state_jacobian``, ``_weight_sites``, ``_sweep`` (the forward
+sweep, which must equal ``_step`` one step at a time bit for bit) and
+``_run_prepared``, the forward sweep fused with the cache, which must equal
+``_step`` then ``_prepare`` bit for bit); the public methods check
 their input and call them. The operators of :mod:`kpref.operators` call the
 hooks directly, on arrays they have already checked.
 
@@ -535,15 +536,26 @@ class Cell(abc.ABC):
         (each gate once); it must give the same numbers bit for bit as this
         default (tests/test_cell_kernels.py checks it for every built-in cell).
         """
+        z = self._sweep(theta, x, h0)
+        h_rows, x_rows = step_rows(x, h0, z)
+        return z, self._prepare_by_step(theta, h_rows, x_rows, x.shape[0])
+
+    def _sweep(self, theta, x, h0):
+        """The trajectory ``z`` (B, T, S), ``z_t = F(z_{t-1}, x_t)`` (checked input: float64, or complex128 in
+        complex-step use), for :func:`kpref.simulate` and the default :meth:`_run_prepared`.
+
+        Default: ``_step`` one step at a time. A cell may hoist the work of
+        every step out of the loop (GRU, Elman: the transposed weights); it
+        must give the same numbers bit for bit as this default
+        (tests/test_cell_kernels.py checks it for every built-in cell).
+        """
         B, T, _ = x.shape
-        S = self.state_size
-        z = np.empty((B, T, S))
+        z = np.empty((B, T, self.state_size), dtype=np.result_type(theta, x, h0))
         h = h0
         for t in range(T):
             h = self._step(theta, h, np.ascontiguousarray(x[:, t]))
             z[:, t] = h
-        h_rows, x_rows = step_rows(x, h0, z)
-        return z, self._prepare_by_step(theta, h_rows, x_rows, B)
+        return z
 
     @abc.abstractmethod
     def _state_jvp(self, pt, V):

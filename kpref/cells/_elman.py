@@ -90,16 +90,18 @@ def _elman_prepare(w_ihT, w_hhT, b_ih, b_hh, h, x, act):
     return d
 
 
-def _elman_run_prepare(w_ihT, w_hhT, b_ih, b_hh, h0, xs, act, z, d):
-    """The forward sweep and the cache ``d`` in one pass (float64 only): ``xs`` (T, B, N), ``z`` (T, B, H) out,
-    ``d`` (T·B, H) out at rows ``t·B + b``; the expressions of :func:`_elman_step` and
-    :func:`_elman_prepare` on each step's ``B`` rows, so both equal theirs bit for bit."""
+def _elman_sweep(w_ihT, w_hhT, b_ih, b_hh, h0, xs, act, z, d=None):
+    """The forward sweep, and with ``d`` its cache in the same pass: ``xs`` (T, B, N), ``z`` (T, B, H) out
+    (float64, or complex128 in complex-step use), ``d`` None or (T·B, H) out at rows ``t·B + b``; the
+    expressions of :func:`_elman_step` and :func:`_elman_prepare` on each step's ``B`` rows, so both equal theirs
+    bit for bit; the weights are transposed once for the sweep."""
     T, B, _ = xs.shape
     for t in range(T):
         h = h0 if t == 0 else z[t - 1]
         a = _elman_preactivation(w_ihT, w_hhT, b_ih, b_hh, h, xs[t])
         _elman_activate(a, act, z[t])
-        _elman_derivative(a, z[t], act, d[t * B:(t + 1) * B])
+        if d is not None:
+            _elman_derivative(a, z[t], act, d[t * B:(t + 1) * B])
 
 
 @njit
@@ -192,14 +194,17 @@ class Elman(TorchConventionCell):
     def _prepare(self, theta, h, x):
         return (_elman_prepare(*self._transposed_weights(theta), h, x, self._act),)
 
+    def _sweep(self, theta, x, h0, d=None):
+        B, T, _ = x.shape
+        zt = np.empty((T, B, self.hidden_size), dtype=np.result_type(theta, x, h0))
+        _elman_sweep(*self._transposed_weights(theta), np.ascontiguousarray(h0),
+                     np.ascontiguousarray(x.transpose(1, 0, 2)), self._act, zt, d)
+        return np.ascontiguousarray(zt.transpose(1, 0, 2))
+
     def _run_prepared(self, theta, x, h0):
         B, T, _ = x.shape
-        H = self.hidden_size
-        zt = np.empty((T, B, H))
-        d = np.empty((T * B, H))
-        _elman_run_prepare(*self._transposed_weights(theta), np.ascontiguousarray(h0), np.ascontiguousarray(x.transpose(1, 0, 2)),
-                           self._act, zt, d)
-        return np.ascontiguousarray(zt.transpose(1, 0, 2)), (d,)
+        d = np.empty((T * B, self.hidden_size))
+        return self._sweep(theta, x, h0, d), (d,)
 
     def _state_jvp(self, pt, V):
         return _elman_state_jvp(self._view(pt.theta, "weight_hh"), pt.cache[0], np.ascontiguousarray(V))

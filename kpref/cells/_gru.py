@@ -172,14 +172,16 @@ def _gru_prepare(w_ihT, w_hhT, b_ih, b_hh, h, x):
     return out
 
 
-def _gru_run_prepare(w_ihT, w_hhT, b_ih, b_hh, h0, xs, z, c_r, c_z, c_n, d_n, uu):
-    """The forward sweep and the cache in one pass: each gate once per row (float64 only).
+def _gru_sweep(w_ihT, w_hhT, b_ih, b_hh, h0, xs, z, cache=None):
+    """The forward sweep, and with ``cache`` its cache in the same pass: each gate once per row.
 
-    ``xs`` (T, B, N), ``z`` (T, B, H) out (time major), caches (T·B, H) out at
-    rows ``t·B + b``. Step ``t`` runs :func:`_gru_step`'s and
-    :func:`_gru_prepare`'s computations on the step's ``B`` rows, in the same
-    order and on arrays of the same layout, so ``z`` equals the sweep of
-    ``_gru_step`` and the cache equals ``_gru_prepare`` step by step, bit for bit.
+    ``xs`` (T, B, N), ``z`` (T, B, H) out (time major; float64, or complex128
+    in complex-step use), ``cache`` None or the five (T·B, H) float64 outputs
+    ``(c_r, c_z, c_n, d_n, u)`` at rows ``t·B + b``. Step ``t`` runs
+    :func:`_gru_step`'s and :func:`_gru_prepare`'s computations on the step's
+    ``B`` rows, in the same order and on arrays of the same layout, so ``z``
+    equals the sweep of ``_gru_step`` and the cache equals ``_gru_prepare``
+    step by step, bit for bit; the weights are transposed once for the sweep.
     """
     T, B, _ = xs.shape
     H = h0.shape[1]
@@ -187,9 +189,10 @@ def _gru_run_prepare(w_ihT, w_hhT, b_ih, b_hh, h0, xs, z, c_r, c_z, c_n, d_n, uu
         h = h0 if t == 0 else z[t - 1]
         gi, gh = _gru_preactivations(w_ihT, w_hhT, b_ih, b_hh, h, xs[t])
         ru, n = _gru_gates(gi, gh, H)
-        rows = slice(t * B, (t + 1) * B)
         _gru_next_kernel(ru, n, h, H, z[t])
-        _gru_coefficient_kernel(ru, gh, n, h, H, c_r[rows], c_z[rows], c_n[rows], d_n[rows], uu[rows])
+        if cache is not None:
+            rows = slice(t * B, (t + 1) * B)
+            _gru_coefficient_kernel(ru, gh, n, h, H, *(c[rows] for c in cache))
 
 
 @njit
@@ -326,14 +329,17 @@ class GRU(TorchConventionCell):
     def _prepare(self, theta, h, x):
         return _gru_prepare(*self._transposed_weights(theta), np.ascontiguousarray(h), np.ascontiguousarray(x))
 
+    def _sweep(self, theta, x, h0, cache=None):
+        B, T, _ = x.shape
+        zt = np.empty((T, B, self.hidden_size), dtype=np.result_type(theta, x, h0))
+        _gru_sweep(*self._transposed_weights(theta), np.ascontiguousarray(h0),
+                   np.ascontiguousarray(x.transpose(1, 0, 2)), zt, cache)
+        return np.ascontiguousarray(zt.transpose(1, 0, 2))
+
     def _run_prepared(self, theta, x, h0):
         B, T, _ = x.shape
-        H = self.hidden_size
-        zt = np.empty((T, B, H))
-        cache = tuple(np.empty((T * B, H)) for _ in range(5))
-        _gru_run_prepare(*self._transposed_weights(theta), np.ascontiguousarray(h0), np.ascontiguousarray(x.transpose(1, 0, 2)),
-                         zt, *cache)
-        return np.ascontiguousarray(zt.transpose(1, 0, 2)), cache
+        cache = tuple(np.empty((T * B, self.hidden_size)) for _ in range(5))
+        return self._sweep(theta, x, h0, cache), cache
 
     def _state_jvp(self, pt, V):
         c_r, c_z, c_n, _, u = pt.cache

@@ -32,12 +32,7 @@ def _run(cell, theta, x, h0):
     B, T, _ = x.shape
     dtype = np.result_type(theta, x, h0)  # complex128 only in complex-step use
     theta, x, h0 = (np.asarray(a, dtype=dtype) for a in (theta, x, h0))
-    z = np.empty((B, T, cell.state_size), dtype=dtype)
-    h = h0
-    for t in range(T):
-        h = cell._step(theta, h, np.ascontiguousarray(x[:, t]))
-        z[:, t] = h
-    return z
+    return cell._sweep(theta, x, h0)
 
 
 def simulate(cell, theta, x, h0=None, *, complex_step=False):

@@ -483,9 +483,9 @@ def _run_into(config, folder, *, progress, log, save_checkpoints, jobs=1):
         items.append((experiment, cell, g, config, progress, ckdir))
     results = [None] * len(plan)
     # longest runs first (alignment before collapse, gated cells, declaring gate_names, before the others), so
-    # that with several jobs the last run to start is a short one and the gated cells' runs overlap others
-    # (at the paper's size two GRU runs side by side slow each other down: 2026-11-30, 895 s for this order
-    # against 919 s for gated-first); the order of execution only: results are stored by position
+    # that with several jobs the last run to start is a short one (gated cells first measured 919 s against
+    # 895 s and 888 s for this order at the paper's size, within the host's run-to-run spread); the order of
+    # execution only: results are stored by position
     classes = ex._cell_classes()
     order = sorted(range(len(plan)), key=lambda i: (plan[i][0] != "alignment", not classes[plan[i][1]].gate_names, i))
     for done, (k, (record, art)) in enumerate(run_local(_one_run, [items[i] for i in order], jobs), start=1):
